@@ -1,0 +1,221 @@
+"""Config defaults with Dassl's key groups and values (``get_cfg_default``), plus safe merging.
+
+Trainer-specific groups (``TRAINER.TaskRes`` ...) are added by the trainers themselves, see
+``trainers.extend_cfg``. Merging goes through ``merge_from_file`` / ``merge_from_list`` here so
+an unknown key or a wrong type ends in one sentence that names it and suggests the fix.
+"""
+import difflib
+import os
+
+from yacs.config import CfgNode as CN
+
+from .errors import ConfigError
+
+_C = CN()
+_C.VERSION = 1
+_C.OUTPUT_DIR = "./output"
+_C.RESUME = ""  # a folder holding <model>/checkpoint; empty -> OUTPUT_DIR is used
+_C.SEED = -1  # > 0 fixes every RNG
+_C.USE_CUDA = True
+_C.VERBOSE = True
+
+###########################
+# Input
+###########################
+_C.INPUT = CN()
+_C.INPUT.SIZE = (224, 224)
+_C.INPUT.NO_TRANSFORM = False
+_C.INPUT.TRANSFORMS = ()
+_C.INPUT.INTERPOLATION = "bilinear"
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.CROP_PADDING = 4
+_C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+_C.INPUT.CUTOUT_N = 1
+_C.INPUT.CUTOUT_LEN = 16
+_C.INPUT.GN_MEAN = 0.0
+_C.INPUT.GN_STD = 0.15
+_C.INPUT.RANDAUGMENT_N = 2
+_C.INPUT.RANDAUGMENT_M = 10
+_C.INPUT.COLORJITTER_B = 0.4
+_C.INPUT.COLORJITTER_C = 0.4
+_C.INPUT.COLORJITTER_S = 0.4
+_C.INPUT.COLORJITTER_H = 0.1
+_C.INPUT.RGS_P = 0.2
+_C.INPUT.GB_P = 0.5
+_C.INPUT.GB_K = 21
+
+###########################
+# Dataset
+###########################
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.NAME = ""
+_C.DATASET.SOURCE_DOMAINS = ()
+_C.DATASET.TARGET_DOMAINS = ()
+_C.DATASET.NUM_LABELED = -1
+_C.DATASET.NUM_SHOTS = -1  # -1: the full training set
+_C.DATASET.VAL_PERCENT = 0.1
+_C.DATASET.STL10_FOLD = -1
+_C.DATASET.CIFAR_C_TYPE = ""
+_C.DATASET.CIFAR_C_LEVEL = 1
+_C.DATASET.ALL_AS_UNLABELED = False
+_C.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp: all | base | new
+
+###########################
+# Dataloader
+###########################
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.K_TRANSFORMS = 1
+_C.DATALOADER.RETURN_IMG0 = False
+_C.DATALOADER.TRAIN_X = CN()
+_C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+_C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_X.N_INS = 16
+_C.DATALOADER.TRAIN_U = CN()
+_C.DATALOADER.TRAIN_U.SAME_AS_X = True
+_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
+_C.DATALOADER.TRAIN_U.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_U.N_INS = 16
+_C.DATALOADER.TEST = CN()
+_C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+_C.DATALOADER.TEST.BATCH_SIZE = 32
+
+###########################
+# Model
+###########################
+_C.MODEL = CN()
+_C.MODEL.INIT_WEIGHTS = ""
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = ""
+_C.MODEL.BACKBONE.PRETRAINED = True
+# Ours: where CLIP weights come from. WEIGHTS is an explicit file (wins over NAME's file);
+# CACHE_DIR empty -> $TASKRES_CLIP_CACHE, else ~/.cache/clip (OpenAI's own default).
+_C.MODEL.BACKBONE.WEIGHTS = ""
+_C.MODEL.BACKBONE.CACHE_DIR = ""
+_C.MODEL.HEAD = CN()
+_C.MODEL.HEAD.NAME = ""
+_C.MODEL.HEAD.HIDDEN_LAYERS = ()
+_C.MODEL.HEAD.ACTIVATION = "relu"
+_C.MODEL.HEAD.BN = True
+_C.MODEL.HEAD.DROPOUT = 0.0
+
+###########################
+# Optimization
+###########################
+_C.OPTIM = CN()
+_C.OPTIM.NAME = "adam"
+_C.OPTIM.LR = 0.0003
+_C.OPTIM.WEIGHT_DECAY = 5e-4
+_C.OPTIM.MOMENTUM = 0.9
+_C.OPTIM.SGD_DAMPNING = 0
+_C.OPTIM.SGD_NESTEROV = False
+_C.OPTIM.RMSPROP_ALPHA = 0.99
+_C.OPTIM.ADAM_BETA1 = 0.9
+_C.OPTIM.ADAM_BETA2 = 0.999
+_C.OPTIM.STAGED_LR = False
+_C.OPTIM.NEW_LAYERS = ()
+_C.OPTIM.BASE_LR_MULT = 0.1
+_C.OPTIM.LR_SCHEDULER = "single_step"
+_C.OPTIM.STEPSIZE = (-1,)
+_C.OPTIM.GAMMA = 0.1
+_C.OPTIM.MAX_EPOCH = 10
+_C.OPTIM.WARMUP_EPOCH = -1  # > 0 turns warm-up on
+_C.OPTIM.WARMUP_TYPE = "linear"  # constant | linear
+_C.OPTIM.WARMUP_CONS_LR = 1e-5
+_C.OPTIM.WARMUP_MIN_LR = 1e-5
+_C.OPTIM.WARMUP_RECOUNT = True
+
+###########################
+# Train / test
+###########################
+_C.TRAIN = CN()
+_C.TRAIN.CHECKPOINT_FREQ = 0  # 0: only the last epoch is saved
+_C.TRAIN.PRINT_FREQ = 10
+_C.TRAIN.COUNT_ITER = "train_x"
+
+_C.TEST = CN()
+_C.TEST.EVALUATOR = "Classification"
+_C.TEST.PER_CLASS_RESULT = False
+_C.TEST.COMPUTE_CMAT = False
+_C.TEST.NO_TEST = False
+_C.TEST.SPLIT = "test"
+_C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+
+###########################
+# Feature cache (ours): frozen-encoder features computed once, see engine/features.py
+###########################
+_C.FEATURE_CACHE = CN()
+_C.FEATURE_CACHE.ENABLED = True  # trainers that support it train and test on cached features
+_C.FEATURE_CACHE.DIR = ""  # empty -> $TASKRES_FEATURE_CACHE, else $XDG_CACHE_HOME/taskres/features
+# Augmented views stored per training image; epoch e trains on view e mod TRAIN_VIEWS.
+# TRAIN_VIEWS = OPTIM.MAX_EPOCH reproduces the end-to-end loop. See README "Feature cache".
+_C.FEATURE_CACHE.TRAIN_VIEWS = 4
+_C.FEATURE_CACHE.ENCODE_BATCH_SIZE = 256
+
+###########################
+# Trainer
+###########################
+_C.TRAINER = CN()
+_C.TRAINER.NAME = ""
+
+
+def get_cfg_default():
+    """A fresh copy of the defaults (Dassl's ``get_cfg_default``)."""
+    return _C.clone()
+
+
+def _all_keys(node, prefix=""):
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, CN):
+            yield from _all_keys(value, full + ".")
+        else:
+            yield full
+
+
+def _closest_key(cfg, key):
+    close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=1, cutoff=0.6)
+    if not close:  # a typo in the last part only ("OPTIM.LRR")
+        leaf = key.split(".")[-1]
+        by_leaf = {k.split(".")[-1]: k for k in _all_keys(cfg)}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1)]
+    return close[0] if close else None
+
+
+def _explain(cfg, err, source):
+    """Turn yacs' KeyError / ValueError into one sentence naming the key and the fix."""
+    msg = str(err.args[0]) if err.args else str(err)
+    if "Non-existent config key:" in msg:
+        key = msg.split("Non-existent config key:")[-1].strip()
+        close = _closest_key(cfg, key)
+        hint = f' Did you mean "{close}"?' if close else ""
+        return ConfigError(f'Unknown config key "{key}" in {source}.{hint}')
+    if "Type mismatch" in msg:
+        # yacs: "Type mismatch (<class 'float'> vs. <class 'str'>) with values (0.1 vs. abc) for config key: OPTIM.LR"
+        key = msg.split("for config key:")[-1].strip()
+        return ConfigError(f"Wrong value type for config key {key} in {source}: {msg.split(' for config key')[0]}; give a value of the same type as the default.")
+    return ConfigError(f"Invalid config in {source}: {msg}")
+
+
+def merge_from_file(cfg, path):
+    """Merge a yaml file; a missing file, unknown key or wrong type raises ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path}; check the path given to --config-file/--dataset-config-file.")
+    try:
+        cfg.merge_from_file(path)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _explain(cfg, e, path) from e
+
+
+def merge_from_list(cfg, opts, source="the command-line opts"):
+    """Merge ``KEY VALUE`` pairs; same errors as ``merge_from_file``."""
+    if len(opts) % 2:
+        raise ConfigError(f"The trailing opts must be KEY VALUE pairs, got an odd number of items: {' '.join(map(str, opts))}.")
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _explain(cfg, e, source) from e

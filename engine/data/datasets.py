@@ -1,0 +1,233 @@
+"""`Datum`, `DatasetBase` and `DATASET_REGISTRY`, with Dassl's and CoOp's semantics.
+
+Few-shot sampling is Dassl's: group items by label in first-appearance order, then
+``random.sample(items, K)`` per label (all items when a class has fewer). CoOp samples train
+with K shots, then val with min(K, 4), and caches the result per (K, seed); we cache it as
+json with paths relative to the dataset folder (portable), and rebuild a stale or corrupt
+cache instead of trusting it.
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+from collections import OrderedDict
+
+from ..errors import DataError
+from ..registry import Registry
+from ..utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+DATASET_REGISTRY = Registry("DATASET")
+
+
+class Datum:
+    """One labelled image: ``impath`` (absolute), ``label`` (int), ``domain``, ``classname``."""
+
+    __slots__ = ("_impath", "_label", "_domain", "_classname")
+
+    def __init__(self, impath="", label=0, domain=0, classname=""):
+        if not isinstance(impath, str):
+            raise TypeError(f"Datum.impath must be a str, got {type(impath).__name__}")
+        self._impath = impath
+        self._label = int(label)
+        self._domain = int(domain)
+        self._classname = classname
+
+    impath = property(lambda self: self._impath)
+    label = property(lambda self: self._label)
+    domain = property(lambda self: self._domain)
+    classname = property(lambda self: self._classname)
+
+    def __repr__(self):
+        return f"Datum({self._impath!r}, label={self._label}, classname={self._classname!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Datum) and (self.impath, self.label, self.domain, self.classname) == (
+            other.impath, other.label, other.domain, other.classname)
+
+    def __hash__(self):
+        return hash((self._impath, self._label))
+
+
+class DatasetBase:
+    """A dataset = lists of `Datum` for train_x (labelled train), train_u, val and test.
+
+    Subclasses set ``dataset_dir`` and call ``super().__init__(train_x=..., val=..., test=...)``.
+    """
+
+    dataset_dir = ""  # folder name under DATASET.ROOT
+    domains = []  # domain names, for domain-generalisation datasets
+
+    def __init__(self, train_x=None, train_u=None, val=None, test=None):
+        self._train_x = train_x
+        self._train_u = train_u
+        self._val = val
+        self._test = test
+        labelled = train_x if train_x else test
+        self._num_classes = self.get_num_classes(labelled)
+        self._lab2cname, self._classnames = self.get_lab2cname(labelled)
+
+    train_x = property(lambda self: self._train_x)
+    train_u = property(lambda self: self._train_u)
+    val = property(lambda self: self._val)
+    test = property(lambda self: self._test)
+    lab2cname = property(lambda self: self._lab2cname)
+    classnames = property(lambda self: self._classnames)
+    num_classes = property(lambda self: self._num_classes)
+
+    @staticmethod
+    def get_num_classes(data_source):
+        return max(item.label for item in data_source) + 1
+
+    @staticmethod
+    def get_lab2cname(data_source):
+        mapping = {item.label: item.classname for item in data_source}
+        labels = sorted(mapping)
+        return mapping, [mapping[label] for label in labels]
+
+    def check_input_domains(self, source_domains, target_domains):
+        for domain in list(source_domains) + list(target_domains):
+            if domain not in self.domains:
+                raise DataError(
+                    f'Domain "{domain}" is not a domain of {type(self).__name__}; valid domains: {", ".join(self.domains)}.'
+                )
+
+    @staticmethod
+    def split_dataset_by_label(data_source):
+        """Label -> items, in the order labels first appear (Dassl's defaultdict)."""
+        output = OrderedDict()
+        for item in data_source:
+            output.setdefault(item.label, []).append(item)
+        return output
+
+    @staticmethod
+    def split_dataset_by_domain(data_source):
+        output = OrderedDict()
+        for item in data_source:
+            output.setdefault(item.domain, []).append(item)
+        return output
+
+    def generate_fewshot_dataset(self, *data_sources, num_shots=-1, repeat=False, rng=None):
+        """Dassl's sampler: K items per label via ``rng.sample`` (``random`` module by default)."""
+        if num_shots < 1:
+            return data_sources[0] if len(data_sources) == 1 else data_sources
+        rng = rng or random
+        output = []
+        for data_source in data_sources:
+            dataset = []
+            for label, items in self.split_dataset_by_label(data_source).items():
+                if len(items) >= num_shots:
+                    sampled = rng.sample(items, num_shots)
+                elif repeat:
+                    sampled = rng.choices(items, k=num_shots)
+                else:
+                    logger.warning(
+                        "Class %d (%s) has %d images, fewer than NUM_SHOTS=%d: using all %d",
+                        label, items[0].classname, len(items), num_shots, len(items))
+                    sampled = items
+                dataset.extend(sampled)
+            output.append(dataset)
+        return output[0] if len(output) == 1 else output
+
+    def load_or_make_fewshot(self, train, val, num_shots, seed, dataset_root):
+        """CoOp's few-shot protocol with a portable cache.
+
+        Draws train at ``num_shots`` then val at ``min(num_shots, 4)`` from a ``random.Random(seed)``
+        (equal to Dassl's draws after ``random.seed(seed)``), cached in
+        ``<dataset_root>/split_fewshot/shot_K-seed_S.json``.
+        """
+        if num_shots < 1:
+            return train, val
+        cache_dir = os.path.join(dataset_root, "split_fewshot")
+        path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
+        source_id = _fingerprint(train, val)
+        cached = _read_fewshot_cache(path, source_id, dataset_root)
+        if cached is not None:
+            logger.info("Loading preprocessed few-shot data from %s", path)
+            return cached
+        rng = random.Random(seed) if seed is not None and seed >= 0 else random.Random()
+        logger.info("Creating a %d-shot dataset (seed %s)", num_shots, seed)
+        train = self.generate_fewshot_dataset(train, num_shots=num_shots, rng=rng)
+        val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4), rng=rng) if val else val
+        payload = {
+            "source": source_id,
+            "num_shots": num_shots,
+            "seed": seed,
+            "train": _to_rows(train, dataset_root),
+            "val": _to_rows(val or [], dataset_root),
+        }
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            atomic_write_text(path, json.dumps(payload, indent=1))
+            logger.info("Saved the few-shot split to %s", path)
+        except OSError as e:  # a read-only dataset folder: sampling is seeded, so only time is lost
+            logger.warning("Could not write the few-shot cache %s (%s); it will be drawn again next time", path, e)
+        return train, val
+
+    @staticmethod
+    def subsample_classes(*args, subsample="all"):
+        """CoOp's base/new split: base = first ceil(n/2) labels, new = the rest, relabelled from 0."""
+        if subsample not in ("all", "base", "new"):
+            raise DataError(f'DATASET.SUBSAMPLE_CLASSES must be "all", "base" or "new", got "{subsample}".')
+        if subsample == "all":
+            return args
+        labels = sorted({item.label for item in args[0]})
+        m = math.ceil(len(labels) / 2)
+        selected = labels[:m] if subsample == "base" else labels[m:]
+        relabeler = {y: y_new for y_new, y in enumerate(selected)}
+        logger.info("SUBSAMPLE %s CLASSES!", subsample.upper())
+        output = []
+        for dataset in args:
+            output.append([
+                Datum(impath=item.impath, label=relabeler[item.label], domain=item.domain, classname=item.classname)
+                for item in dataset if item.label in relabeler
+            ])
+        return output
+
+
+def _to_rows(items, root):
+    return [[os.path.relpath(item.impath, root), item.label, item.classname] for item in items]
+
+
+def _fingerprint(*lists):
+    """Identity of the full split a few-shot sample was drawn from (paths relative, labels)."""
+    h = hashlib.sha1()
+    for items in lists:
+        for item in items or []:
+            h.update(f"{os.path.basename(item.impath)}\t{item.label}\t{item.classname}\n".encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _read_fewshot_cache(path, source_id, root):
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        if payload.get("source") != source_id:
+            logger.warning("Few-shot cache %s was drawn from a different split of this dataset: drawing it again", path)
+            return None
+        out = []
+        for key in ("train", "val"):
+            out.append([Datum(os.path.join(root, rel), int(label), 0, cname) for rel, label, cname in payload[key]])
+        return out[0], out[1]
+    except (ValueError, KeyError, TypeError) as e:
+        bad = path + ".corrupt"
+        os.replace(path, bad)
+        logger.warning("Few-shot cache %s is corrupt (%s): moved it to %s and drawing it again", path, e, bad)
+        return None
+
+
+def build_dataset(cfg):
+    """Instantiate the dataset class named by ``cfg.DATASET.NAME``."""
+    from ..errors import ConfigError
+
+    name = cfg.DATASET.NAME
+    if name not in DATASET_REGISTRY:
+        raise ConfigError(DATASET_REGISTRY.unknown_name_message(name) + " Set DATASET.NAME or --dataset-config-file.")
+    logger.info("Loading dataset: %s", name)
+    return DATASET_REGISTRY.get(name)(cfg)

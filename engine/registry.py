@@ -1,0 +1,76 @@
+"""Name -> class registries (trainers, datasets, evaluators), as in Dassl/fvcore.
+
+Registration is by decorator; a duplicate name raises; an unknown name raises a
+KeyError whose message lists the valid names and the closest match.
+"""
+import difflib
+
+
+class Registry:
+    """A named table of classes.
+
+    Usage::
+
+        TRAINER_REGISTRY = Registry("TRAINER")
+
+        @TRAINER_REGISTRY.register()
+        class MyTrainer(TrainerX): ...
+
+        TRAINER_REGISTRY.get("MyTrainer")
+    """
+
+    def __init__(self, name):
+        self._name = name
+        self._obj_map = {}
+
+    def _do_register(self, name, obj, force=False):
+        if name in self._obj_map and not force:
+            raise KeyError(
+                f'An object named "{name}" was already registered in the {self._name} registry'
+            )
+        self._obj_map[name] = obj
+
+    def register(self, obj=None, force=False):
+        """Register `obj` under its ``__name__``; used bare or as ``@register()``."""
+        if obj is None:
+
+            def wrapper(fn_or_class):
+                self._do_register(fn_or_class.__name__, fn_or_class, force=force)
+                return fn_or_class
+
+            return wrapper
+        self._do_register(obj.__name__, obj, force=force)
+        return obj
+
+    def get(self, name):
+        if name not in self._obj_map:
+            raise KeyError(self.unknown_name_message(name))
+        return self._obj_map[name]
+
+    def unknown_name_message(self, name):
+        valid = self.registered_names()
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        return (
+            f'Unknown {self._name.lower()} "{name}".{hint} '
+            f"Valid names: {', '.join(valid)}."
+        )
+
+    def registered_names(self):
+        return sorted(self._obj_map)
+
+    def __contains__(self, name):
+        return name in self._obj_map
+
+    def __iter__(self):
+        return iter(sorted(self._obj_map.items()))
+
+
+def check_availability(requested, available):
+    """Dassl's helper: raise ValueError when `requested` is not in `available`."""
+    if requested not in available:
+        close = difflib.get_close_matches(str(requested), list(available), n=1, cutoff=0.5)
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        raise ValueError(
+            f'"{requested}" is not available.{hint} Choose from: {", ".join(map(str, available))}.'
+        )

@@ -1,0 +1,32 @@
+"""Crash-safe file writes: write to a temporary file beside the target, fsync, rename."""
+import os
+import tempfile
+
+import torch
+
+
+def _atomic(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    _atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj, path):
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def mkdir_if_missing(dirname):
+    os.makedirs(dirname, exist_ok=True)
