@@ -189,8 +189,8 @@ def _closest_key(cfg, key):
 def _explain(cfg, err, source):
     """Turn yacs' KeyError / ValueError into one sentence naming the key and the fix."""
     msg = str(err.args[0]) if err.args else str(err)
-    if "Non-existent config key:" in msg:
-        key = msg.split("Non-existent config key:")[-1].strip()
+    if "Non-existent" in msg:  # yacs: "Non-existent config key: X" (file) / "Non-existent key: X" (list)
+        key = msg.split(":")[-1].strip()
         close = _closest_key(cfg, key)
         hint = f' Did you mean "{close}"?' if close else ""
         return ConfigError(f'Unknown config key "{key}" in {source}.{hint}')
