@@ -1,0 +1,16 @@
+"""Engine utilities under Dassl's names (``from engine.utils import setup_logger, ...``)."""
+from .io import atomic_torch_save, atomic_write_text, mkdir_if_missing  # noqa: F401
+from .logger import close_logger, setup_logger  # noqa: F401
+from .meters import AverageMeter, MetricMeter  # noqa: F401
+from .tools import (  # noqa: F401
+    check_isfile,
+    count_num_param,
+    listdir_nohidden,
+    read_image,
+    read_json,
+    set_random_seed,
+    write_json,
+)
+
+# Checkpoint helpers (load_checkpoint, save_checkpoint, resume_from_checkpoint,
+# load_pretrained_weights) are re-exported here from .checkpoint.

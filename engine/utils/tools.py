@@ -1,0 +1,92 @@
+"""Small helpers with Dassl's names: seeding, files, json, images, parameter counts."""
+import json
+import logging
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .io import atomic_write_text, mkdir_if_missing
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "read_json",
+    "write_json",
+    "set_random_seed",
+    "read_image",
+    "listdir_nohidden",
+    "count_num_param",
+]
+
+
+def set_random_seed(seed):
+    """Seed Python's, NumPy's and torch's RNGs (every CUDA device included)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)  # a no-op without CUDA
+
+
+def count_num_param(model=None, params=None):
+    """Number of parameters of ``model`` (or of the iterable ``params``)."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        return sum(p.numel() for p in params)
+    raise ValueError("count_num_param() needs a model or params.")
+
+
+def check_isfile(fpath):
+    """True when ``fpath`` is a file; warn (as Dassl does) when it is not."""
+    isfile = os.path.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"')
+    return isfile
+
+
+def read_json(fpath):
+    """Load a json file; a missing or malformed file raises DataError naming it."""
+    try:
+        with open(fpath, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise DataError(f"JSON file not found: {fpath}; check the path.") from e
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"JSON file {fpath} is malformed (line {e.lineno}, column {e.colno}); fix it or delete it so it is rebuilt."
+        ) from e
+
+
+def write_json(obj, fpath):
+    """Write ``obj`` as indented json; atomic, so a crash never leaves half a file."""
+    folder = os.path.dirname(fpath)
+    if folder:
+        mkdir_if_missing(folder)
+    atomic_write_text(fpath, json.dumps(obj, indent=4, separators=(",", ": ")))
+
+
+def listdir_nohidden(path, sort=False):
+    """Entries of ``path`` not starting with a dot, optionally sorted."""
+    items = [name for name in os.listdir(path) if not name.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def read_image(path):
+    """Open an image as an RGB ``PIL.Image``; a missing or unreadable file raises DataError."""
+    from PIL import Image  # Pillow loads lazily: only the data path needs it
+
+    if not os.path.exists(path):
+        raise DataError(f"Image not found: {path}; check DATASET.ROOT and the dataset's split file.")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert() loads the pixels, so the file can be closed
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"Cannot read image {path} ({e}); the file is corrupt or not an image: replace or remove it.") from e
