@@ -61,6 +61,7 @@ _C.DATASET.CIFAR_C_TYPE = ""
 _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp: all | base | new
+_C.DATASET.TEST_SUBSET = -1  # ours: keep the first N test images per class (FashionMNIST demo); -1 = all
 
 ###########################
 # Dataloader
@@ -136,6 +137,9 @@ _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # 0: only the last epoch is saved
 _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"
+# Ours: besides Dassl's checkpoints, save a resume checkpoint when this many seconds passed since
+# the last save (the older resume-only one is deleted), so a killed run loses little work.
+_C.TRAIN.RESUME_SAVE_SECONDS = 60.0
 
 _C.TEST = CN()
 _C.TEST.EVALUATOR = "Classification"

@@ -1,0 +1,382 @@
+"""The training loop with Dassl's API: ``TRAINER_REGISTRY``, ``SimpleTrainer``, ``TrainerX``.
+
+Call order (read top to bottom)::
+
+    trainer = build_trainer(cfg)        # build_data_loader(), build_model(), build_evaluator
+    trainer.train()                     # before_train: resume from <OUTPUT_DIR|RESUME>/<model>/checkpoint
+                                        # per epoch: before_epoch, run_epoch, after_epoch (LR step, checkpoints)
+                                        # finally after_train: "Finish training", final test, "Elapsed"
+    trainer.load_model(dir, epoch); trainer.test()   # --eval-only
+
+A trainer implements ``build_model`` (registering its trainable modules with
+``register_model``) and ``forward_backward(batch)``; everything else is shared.
+"""
+import datetime
+import logging
+import os
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, UserError
+from .evaluation import build_evaluator
+from .registry import Registry
+from .utils.checkpoint import (
+    BEST_NAME, checkpoint_name, list_epochs, load_checkpoint, read_pointer, remove_stale_temporaries,
+    resume_from_checkpoint, save_checkpoint)
+from .utils.meters import AverageMeter, MetricMeter
+
+logger = logging.getLogger(__name__)
+
+TRAINER_REGISTRY = Registry("TRAINER")
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss became NaN or inf."""
+
+
+def build_trainer(cfg):
+    name = cfg.TRAINER.NAME
+    if name not in TRAINER_REGISTRY:
+        raise ConfigError(TRAINER_REGISTRY.unknown_name_message(name) + " Pass one with --trainer.")
+    logger.info("Loading trainer: %s", name)
+    return TRAINER_REGISTRY.get(name)(cfg)
+
+
+def select_device(cfg):
+    if cfg.USE_CUDA and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class TrainerBase:
+    """The model store and the epoch loop, with no data or method specifics."""
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot assign model before super().__init__() call")
+        if name in self._models:
+            raise KeyError(f'A model named "{name}" is already registered')
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        names_real = list(self._models.keys())
+        if names is None:
+            return names_real
+        names = [names] if isinstance(names, str) else names
+        for name in names:
+            if name not in names_real:
+                raise KeyError(f'No model named "{name}"; registered: {", ".join(names_real)}')
+        return names
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        paths = []
+        for name in self.get_model_names():
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": self._optims[name].state_dict() if self._optims[name] is not None else None,
+                "scheduler": self._scheds[name].state_dict() if self._scheds[name] is not None else None,
+                "val_result": val_result,
+            }
+            # model-best is a copy for deployment: the resume pointer keeps naming the latest epoch
+            paths.append(save_checkpoint(state, os.path.join(directory, name), is_best=is_best,
+                                         model_name=model_name, update_pointer=model_name != BEST_NAME))
+        return paths
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        for name in names:
+            remove_stale_temporaries(os.path.join(directory, name))
+        if not all(read_pointer(os.path.join(directory, name)) for name in names):
+            logger.info("No checkpoint found, train from scratch")
+            return 0
+        logger.info('Found checkpoint at "%s" (will resume training)', directory)
+        start_epoch = 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                os.path.join(directory, name), self._models[name], self._optims[name], self._scheds[name])
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model."""
+        if not directory:
+            logger.info("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = BEST_NAME if epoch is None else checkpoint_name(epoch)
+        for name in self.get_model_names():
+            model_path = os.path.join(directory, name, model_file)
+            if not os.path.exists(model_path):
+                epochs = list_epochs(os.path.join(directory, name))
+                there = f"epochs saved there: {', '.join(map(str, epochs))}" if epochs else "no model.pth.tar-* files there"
+                raise CheckpointError(f'Model not found at "{model_path}" ({there}); check --model-dir and --load-epoch.')
+            checkpoint = load_checkpoint(model_path)
+            state_dict = self.adapt_state_dict(name, checkpoint["state_dict"])
+            val_result = checkpoint.get("val_result")
+            val_text = f", val_result = {val_result:.1f}" if isinstance(val_result, (int, float)) else ""
+            logger.info('Loading weights to %s from "%s" (epoch = %s%s)', name, model_path, checkpoint["epoch"], val_text)
+            try:
+                self._models[name].load_state_dict(state_dict)
+            except RuntimeError as e:
+                raise CheckpointError(
+                    f"Checkpoint {model_path} does not fit this model: {str(e).splitlines()[-1].strip()} "
+                    "(was it trained on another dataset or backbone?).") from e
+
+    def adapt_state_dict(self, name, state_dict):
+        """Hook for trainers that evaluate a checkpoint on a class subset (ImageNet-A/R)."""
+        return state_dict
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train(self, start_epoch, max_epoch):
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError
+
+    # ---- optimisation helpers ----------------------------------------------------------------
+    def set_model_mode(self, mode="train", names=None):
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def update_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss):
+        if not torch.isfinite(loss).all():
+            raise TrainingDiverged(
+                f"Loss is {loss.item()} at epoch {self.epoch + 1} batch {getattr(self, 'batch_idx', 0) + 1}; "
+                f"the last good checkpoint in {self.output_dir} is kept: lower OPTIM.LR or train in fp32.")
+
+    def model_zero_grad(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+    def get_current_lr(self, names=None):
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # ---- tensorboard -------------------------------------------------------------------------
+    def init_writer(self, log_dir):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            logger.info("Initialize tensorboard (log_dir=%s)", log_dir)
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag, scalar_value, global_step=None):
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+
+class SimpleTrainer(TrainerBase):
+    """Dassl's SimpleTrainer: data, model, evaluator, resume, checkpoints and the final test."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        self.device = select_device(cfg)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+        self._rolling_epoch = None  # epoch of a resume-only checkpoint, replaced by the next one
+        self._last_save = time.time()
+
+    def check_cfg(self, cfg):
+        """Trainers check their config keys here (raise ConfigError)."""
+
+    def build_data_loader(self):
+        from .data.data_manager import DataManager
+
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        raise NotImplementedError
+
+    def train(self):
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self):
+        directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        self.start_epoch = self.resume_model_if_exist(directory)
+        self.init_writer(os.path.join(self.output_dir, "tensorboard"))
+        self.time_start = time.time()
+
+    def after_train(self):
+        logger.info("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                logger.info("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                logger.info("Deploy the last-epoch model")
+            self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        logger.info("Elapsed: %s", elapsed)
+        self.close_writer()
+
+    def after_epoch(self):
+        self.update_lr()  # Dassl steps the scheduler once per epoch, after its last batch
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_NAME)
+        resume_due = time.time() - self._last_save >= self.cfg.TRAIN.RESUME_SAVE_SECONDS
+        if meet_checkpoint_freq or last_epoch or resume_due:
+            self.save_model(self.epoch, self.output_dir)
+            self._last_save = time.time()
+            self._drop_rolling_checkpoint()
+            # a checkpoint Dassl would not have written is kept only until the next one lands
+            self._rolling_epoch = None if (meet_checkpoint_freq or last_epoch) else self.epoch + 1
+
+    def _drop_rolling_checkpoint(self):
+        if self._rolling_epoch is None:
+            return
+        for name in self.get_model_names():
+            path = os.path.join(self.output_dir, name, checkpoint_name(self._rolling_epoch))
+            if os.path.exists(path):
+                os.remove(path)
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` (TEST.SPLIT by default); logs Dassl's lines, writes results_<split>.json."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        logger.info("Evaluate on the *%s* set", split)
+        for batch in data_loader:
+            inputs, label = self.parse_batch_test(batch)
+            self.evaluator.process(self.model_inference(inputs), label)
+        results = self.evaluator.evaluate(save_path=os.path.join(self.output_dir, f"results_{split}.json"))
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, inputs):
+        return self.model(inputs)
+
+    def parse_batch_test(self, batch):
+        inputs = batch["feat"] if "feat" in batch else batch["img"]
+        return inputs.to(self.device), batch["label"].to(self.device)
+
+
+class TrainerX(SimpleTrainer):
+    """A trainer using labelled data only: one pass over ``train_loader_x`` per epoch."""
+
+    def before_epoch(self):
+        sampler = getattr(self.train_loader_x, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # the epoch's order and augmentation views
+            sampler.set_epoch(self.epoch)
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        print_freq = self.cfg.TRAIN.PRINT_FREQ
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
+                nb_remain = self.num_batches - self.batch_idx - 1
+                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+                logger.info(" ".join([
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {self.get_current_lr():.4e}",
+                    f"eta {eta}",
+                ]))
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def parse_batch_train(self, batch):
+        inputs = batch["feat"] if "feat" in batch else batch["img"]
+        return inputs.to(self.device), batch["label"].to(self.device)
+

@@ -1,0 +1,151 @@
+"""The one entry point: parse args -> build cfg -> build trainer -> train or evaluate.
+
+Same CLI as CoOp/TaskRes' train.py. Config merge order: defaults (engine + trainers) ->
+--dataset-config-file -> --config-file -> CLI flags -> trailing ``KEY VALUE`` opts.
+Bad input ends in one sentence on stderr and exit code 2; nothing already written is touched.
+"""
+import argparse
+import datetime
+import logging
+import os
+import platform
+import sys
+
+import torch
+
+import datasets  # noqa: F401  (registers the datasets)
+import trainers
+from engine import build_trainer
+from engine.config import get_cfg_default, merge_from_file, merge_from_list
+from engine.errors import UserError
+from engine.utils import set_random_seed, setup_logger
+from engine.utils.io import atomic_write_text
+from engine.utils.lock import OutputDirLock
+
+logger = logging.getLogger("train")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description="Train or evaluate a CLIP few-shot method (TaskRes, ZeroshotCLIP, ...)")
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--enhanced-base", type=str, default="none", help="enhanced base file (strong_base/...) or none")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    return parser
+
+
+def reset_cfg(cfg, args):
+    """CLI flags override the yaml files (the original's reset_cfg)."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    cfg.TRAINER.TaskRes.ENHANCED_BASE = args.enhanced_base
+
+
+def setup_cfg(args):
+    cfg = trainers.extend_cfg(get_cfg_default())
+    if args.dataset_config_file:
+        merge_from_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        merge_from_file(cfg, args.config_file)
+    reset_cfg(cfg, args)
+    merge_from_list(cfg, args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def save_config(cfg):
+    """Dump the final config to OUTPUT_DIR/config.yaml; an older, different one is kept aside."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    text = cfg.dump()
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+        kept = f"{path}-{datetime.datetime.now():%Y-%m-%d-%H-%M-%S}"
+        os.replace(path, kept)
+        logger.warning("The config differs from the last run in this folder; the old one is kept as %s", kept)
+    atomic_write_text(path, text)
+
+
+def log_args(args, cfg):
+    logger.info("***************\n** Arguments **\n***************")
+    for key in sorted(vars(args)):
+        logger.info("%s: %s", key, getattr(args, key))
+    logger.info("************\n** Config **\n************\n%s", cfg)
+    logger.info("** System info **\nPython %s, PyTorch %s, CUDA available: %s, platform %s",
+                platform.python_version(), torch.__version__, torch.cuda.is_available(), platform.platform())
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    if args.eval_only and not args.model_dir and cfg.TRAINER.NAME != "ZeroshotCLIP":
+        raise UserError("--eval-only needs --model-dir: the output folder of the training run to evaluate.")
+    with OutputDirLock(cfg.OUTPUT_DIR):
+        setup_logger(cfg.OUTPUT_DIR)
+        if cfg.SEED > 0:
+            logger.info("Setting fixed seed: %d", cfg.SEED)
+            set_random_seed(cfg.SEED)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
+        log_args(args, cfg)
+        save_config(cfg)
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return trainer
+        if not args.no_train:
+            trainer.train()
+        return trainer
+
+
+def cli():
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "error: %s", (e,), None)
+        for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
+            if isinstance(handler, logging.FileHandler):
+                handler.emit(record)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted: run the same command again to resume from the last checkpoint.", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

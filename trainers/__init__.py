@@ -1,0 +1,11 @@
+"""Trainers registered in ``TRAINER_REGISTRY``; importing this package registers them all."""
+from . import strong_base, taskres, zsclip
+
+_CONFIG_EXTENSIONS = (taskres.add_config, zsclip.add_config, strong_base.add_config)
+
+
+def extend_cfg(cfg):
+    """Add every trainer's config group (``TRAINER.TaskRes`` ...) to a default config."""
+    for add in _CONFIG_EXTENSIONS:
+        add(cfg)
+    return cfg

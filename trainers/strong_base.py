@@ -1,0 +1,100 @@
+"""`StrongBase`: produce an enhanced base by tuning only CLIP's text projection.
+
+The paper's enhanced base comes from CLIP whose text projection layer was tuned on the target
+task's few-shot data (50 epochs) before the residual is tuned; the original ships these files
+as downloads only. This trainer makes them: the pre-projection text features of the class
+prompts are computed once, image features come from the feature cache, and a bias-free
+``nn.Linear(width, embed_dim)`` initialised with CLIP's projection is trained with
+cross-entropy. After training it writes, in the original's format and place,
+
+    <STRONG_BASE.ROOT>/<DatasetClass>/<backbone_tag>_<K>shots/model.pth.tar
+    = {"state_dict": {"weight": [embed_dim, width]}, "epoch", "optimizer", "scheduler", "val_result"}
+
+which ``--enhanced-base`` loads (transposed into CLIP's ``text_projection``).
+"""
+import logging
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from engine import TRAINER_REGISTRY
+from engine.metrics import compute_accuracy
+from engine.optim import build_lr_scheduler, build_optimizer
+from engine.utils.checkpoint import save_checkpoint
+
+from .clip_trainer import FrozenCLIPTrainer, backbone_tag
+from .templates import base_templates
+from .text_features import prompt_features
+
+logger = logging.getLogger(__name__)
+
+
+def add_config(cfg):
+    cfg.TRAINER.StrongBase = CN()
+    cfg.TRAINER.StrongBase.PREC = "fp16"  # of the frozen encoder (shares its feature cache); the projection trains in fp32
+    cfg.STRONG_BASE = CN()
+    cfg.STRONG_BASE.ROOT = "strong_base"  # where enhanced bases are written and looked up
+
+
+def strong_base_path(root, dataset_name, backbone, num_shots):
+    return os.path.join(root, dataset_name, f"{backbone_tag(backbone)}_{num_shots}shots", "model.pth.tar")
+
+
+class ProjectionClassifier(nn.Module):
+    """Classifier = mean over templates of (pre-projection text features) @ W^T, W tuned."""
+
+    def __init__(self, pre_projection, text_projection, logit_scale):
+        super().__init__()
+        self.register_buffer("pre_projection", pre_projection)  # [T, K, width]
+        width, embed_dim = text_projection.shape
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+        with torch.no_grad():
+            self.proj.weight.copy_(text_projection.t())
+        self.register_buffer("logit_scale", logit_scale.detach().clone())
+
+    def forward(self, image_features):
+        text = self.proj(self.pre_projection).mean(dim=0)
+        text = text / text.norm(dim=-1, keepdim=True)
+        image = image_features / image_features.norm(dim=-1, keepdim=True)
+        return self.logit_scale.exp() * image.to(text.dtype) @ text.t()
+
+
+@TRAINER_REGISTRY.register()
+class StrongBase(FrozenCLIPTrainer):
+    """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
+
+    def build_model(self):
+        cfg = self.cfg
+        clip_model = self.load_clip()
+        classnames = self.dm.dataset.classnames
+        templates = base_templates(cfg.DATASET.NAME)
+        pre = prompt_features(clip_model, classnames, templates, projection=False).float()
+        self.model = ProjectionClassifier(pre, clip_model.text_projection.detach().float(), clip_model.logit_scale).to(self.device)
+        self.optim = build_optimizer(self.model.proj, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("text_projection", self.model.proj, self.optim, self.sched)
+        self.use_feature_cache()
+
+    def model_inference(self, inputs):
+        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
+        return self.model(feats.float())
+
+    def forward_backward(self, batch):
+        inputs, label = self.parse_batch_train(batch)
+        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
+        output = self.model(feats.float())
+        loss = F.cross_entropy(output, label)
+        self.model_backward_and_update(loss)
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+
+    def after_train(self):
+        path = strong_base_path(self.cfg.STRONG_BASE.ROOT, self.cfg.DATASET.NAME, self.cfg.MODEL.BACKBONE.NAME,
+                                self.cfg.DATASET.NUM_SHOTS)
+        state = {"state_dict": self.model.proj.state_dict(), "epoch": self.max_epoch,
+                 "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(), "val_result": None}
+        save_checkpoint(state, os.path.dirname(path), model_name=os.path.basename(path), update_pointer=False)
+        logger.info("Enhanced base written to %s", path)
+        super().after_train()

@@ -1,0 +1,181 @@
+"""TaskRes: Task Residual Tuning for CLIP (Yu et al., CVPR 2023).
+
+    t' = t + alpha * x        t: frozen base classifier (raw CLIP text features of the class
+                                 prompts, averaged over templates), x: learnable residual (zeros)
+    logits = exp(logit_scale) * normalize(image) @ normalize(t')^T,  loss = cross-entropy
+
+Only ``prompt_learner`` (holding ``base_text_features`` as a buffer and
+``text_feature_residuals`` as the one parameter) is optimised, saved and loaded. The
+TaskRes-Image variant (``TRAINER.TaskRes.VARIANT image``) learns one residual row added to the
+image features instead. An enhanced base (``--enhanced-base FILE``) swaps CLIP's text projection
+for a tuned one before the base is computed, in every precision.
+"""
+import logging
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from engine import TRAINER_REGISTRY
+from engine.errors import CheckpointError, ConfigError
+from engine.metrics import compute_accuracy
+from engine.optim import build_lr_scheduler, build_optimizer
+from engine.utils.checkpoint import load_checkpoint
+
+from .clip_trainer import FrozenCLIPTrainer
+from .templates import base_templates
+from .text_features import prompt_features
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("text", "image")
+
+
+def add_config(cfg):
+    """TRAINER.TaskRes with the original's keys and defaults."""
+    cfg.TRAINER.TaskRes = CN()
+    cfg.TRAINER.TaskRes.N_CTX = 16  # unused, kept from the original for config compatibility
+    cfg.TRAINER.TaskRes.CSC = False  # unused, idem
+    cfg.TRAINER.TaskRes.CTX_INIT = ""  # unused, idem
+    cfg.TRAINER.TaskRes.CLASS_TOKEN_POSITION = "end"  # unused, idem
+    cfg.TRAINER.TaskRes.PREC = "fp16"  # fp16 | fp32 | amp
+    cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0  # alpha
+    cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"  # "none" or a strong_base/... model.pth.tar
+    cfg.TRAINER.TaskRes.VARIANT = "text"  # text: TaskRes; image: TaskRes-Image
+
+
+def load_enhanced_projection(path, width, embed_dim):
+    """The tuned text projection [width, embed_dim] of an enhanced-base file (nn.Linear weight, transposed)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"Enhanced base {path} not found; produce it with scripts/taskres/strong_base.sh (or download it) "
+            "or pass --enhanced-base none.")
+    checkpoint = load_checkpoint(path)
+    weight = checkpoint.get("state_dict", {}).get("weight") if isinstance(checkpoint, dict) else None
+    if weight is None:
+        raise CheckpointError(f"Enhanced base {path} has no state_dict['weight']; it must be a strong-base checkpoint.")
+    if tuple(weight.shape) != (embed_dim, width):
+        raise CheckpointError(
+            f"Enhanced base {path} has a weight of shape {list(weight.shape)}, but this backbone needs "
+            f"[{embed_dim}, {width}]; use the file made for this backbone.")
+    return weight.t()
+
+
+def build_base_text_features(clip_model, classnames, dataset_name, projection=None):
+    """The base t: raw text features averaged over the dataset's templates, [num_classes, D]."""
+    return prompt_features(clip_model, classnames, base_templates(dataset_name), projection=projection).mean(dim=0)
+
+
+class TaskResLearner(nn.Module):
+    """forward() = base + alpha * residual (the task-adapted classifier)."""
+
+    def __init__(self, base_text_features, alpha):
+        super().__init__()
+        self.alpha = alpha
+        self.register_buffer("base_text_features", base_text_features)
+        self.text_feature_residuals = nn.Parameter(torch.zeros_like(base_text_features))
+
+    def forward(self):
+        return self.base_text_features + self.alpha * self.text_feature_residuals
+
+
+class ImageResidualLearner(nn.Module):
+    """TaskRes-Image: one residual row added to every image feature; the text base stays fixed."""
+
+    def __init__(self, base_text_features, alpha):
+        super().__init__()
+        self.alpha = alpha
+        self.register_buffer("base_text_features", base_text_features)
+        self.image_feature_residuals = nn.Parameter(torch.zeros(1, base_text_features.shape[1], dtype=base_text_features.dtype))
+
+    def forward(self):
+        return self.base_text_features
+
+    def adapt_image(self, image_features):
+        return image_features + self.alpha * self.image_feature_residuals
+
+
+class CustomCLIP(nn.Module):
+    """Frozen CLIP image encoder + a learner producing the classifier; takes images or features."""
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.image_encoder = clip_model.visual
+        self.prompt_learner = prompt_learner
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = next(clip_model.visual.parameters()).dtype
+
+    def forward(self, inputs):
+        image_features = inputs if inputs.dim() == 2 else self.image_encoder(inputs.type(self.dtype))
+        if hasattr(self.prompt_learner, "adapt_image"):
+            image_features = self.prompt_learner.adapt_image(image_features)
+        text_features = self.prompt_learner()
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        return self.logit_scale.exp() * image_features.to(text_features.dtype) @ text_features.t()
+
+
+@TRAINER_REGISTRY.register()
+class TaskRes(FrozenCLIPTrainer):
+    """Task Residual Tuning; see the module docstring."""
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
+            raise ConfigError(f"TRAINER.TaskRes.VARIANT must be one of {', '.join(VARIANTS)}, got {cfg.TRAINER.TaskRes.VARIANT!r}.")
+
+    def build_model(self):
+        cfg = self.cfg
+        tcfg = cfg.TRAINER.TaskRes
+        classnames = self.dm.dataset.classnames
+        clip_model = self.load_clip()
+
+        projection = None
+        enhanced = tcfg.ENHANCED_BASE
+        if enhanced and enhanced.lower() != "none":
+            width = clip_model.text_projection.shape[0]
+            projection = load_enhanced_projection(enhanced, width, clip_model.embed_dim)
+            logger.info("Using the enhanced base from %s", enhanced)
+        logger.info("Building the base classifier (%d classes)", len(classnames))
+        base = build_base_text_features(clip_model, classnames, cfg.DATASET.NAME, projection).to(self.dtype)
+
+        learner_cls = TaskResLearner if tcfg.VARIANT == "text" else ImageResidualLearner
+        learner = learner_cls(base, tcfg.RESIDUAL_SCALE)
+        self.model = CustomCLIP(clip_model, learner).to(self.device)
+        logger.info("Turning off gradients in both the image and the text encoder")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("prompt_learner" in name)
+        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
+        self.use_feature_cache()
+
+    def forward_backward(self, batch):
+        inputs, label = self.parse_batch_train(batch)
+        if self.prec == "amp":
+            with torch.autocast(self.device.type):
+                output = self.model(inputs)
+                loss = F.cross_entropy(output.float(), label)
+            self.optim.zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            output = self.model(inputs)
+            loss = F.cross_entropy(output.float(), label)
+            self.model_backward_and_update(loss)
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+
+    def adapt_state_dict(self, name, state_dict):
+        """Evaluate a 1000-class ImageNet checkpoint on ImageNet-A/R by selecting their rows."""
+        indices = getattr(self.dm.dataset, "class_indices_in_imagenet", None)
+        rows = state_dict.get("base_text_features")
+        if indices is None or rows is None or rows.shape[0] == self.num_classes:
+            return state_dict
+        logger.info("Selecting the %d classes of %s from a %d-class checkpoint", len(indices), self.cfg.DATASET.NAME, rows.shape[0])
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {k: (v.index_select(0, index) if v.dim() == 2 and v.shape[0] == rows.shape[0] else v)
+                for k, v in state_dict.items()}
