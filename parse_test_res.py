@@ -23,8 +23,6 @@ import os
 import re
 import sys
 
-from engine.errors import UserError
-
 logger = logging.getLogger(__name__)
 
 METRICS = (
@@ -37,8 +35,12 @@ TRAIN_END = re.compile(r"Finish(ed)? training")
 TEST_START = re.compile(r"=> result")
 
 
-class NoResultsError(UserError):
-    """A folder that holds no finished run; the message names it and what was expected."""
+class NoResultsError(Exception):
+    """A folder that holds no finished run; the message names it and what was expected.
+
+    Not an engine.errors.UserError on purpose: importing the engine package loads torch,
+    which a log parser must not need (it runs in seconds on any python 3).
+    """
 
 
 def parse_log(path, test_log=False):
