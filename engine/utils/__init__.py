@@ -12,5 +12,5 @@ from .tools import (  # noqa: F401
     write_json,
 )
 
-# Checkpoint helpers (load_checkpoint, save_checkpoint, resume_from_checkpoint,
-# load_pretrained_weights) are re-exported here from .checkpoint.
+# TODO(lead): re-export the checkpoint helpers here from .checkpoint (load_checkpoint,
+# save_checkpoint, resume_from_checkpoint, load_pretrained_weights).
