@@ -139,7 +139,7 @@ _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"
 # Ours: besides Dassl's checkpoints, save a resume checkpoint when this many seconds passed since
 # the last save (the older resume-only one is deleted), so a killed run loses little work.
-_C.TRAIN.RESUME_SAVE_SECONDS = 60.0
+_C.TRAIN.RESUME_SAVE_SECONDS = 60
 
 _C.TEST = CN()
 _C.TEST.EVALUATOR = "Classification"

@@ -31,7 +31,8 @@ def make_image_folder(root, classes=CLASSES, per_class=10, size=(40, 48), seed=0
     return str(root)
 
 
-def tiny_clip(tmp_path, vision="resnet"):
+def tiny_clip(tmp_path, vision="vit"):
+    """A tiny OpenAI-format CLIP file (the tiny ViT: its random features still tell images apart)."""
     path = os.path.join(str(tmp_path), f"tiny_{vision}.pt")
     if not os.path.exists(path):
         save_tiny_clip(path, vision=vision)
