@@ -12,5 +12,9 @@ from .tools import (  # noqa: F401
     write_json,
 )
 
-# TODO(lead): re-export the checkpoint helpers here from .checkpoint (load_checkpoint,
-# save_checkpoint, resume_from_checkpoint, load_pretrained_weights).
+from .checkpoint import (  # noqa: F401,E402
+    load_checkpoint,
+    load_pretrained_weights,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
