@@ -7,8 +7,9 @@ from (cache, download, explicit file) and fails with one clear sentence when it 
     text = clip.tokenize(["a photo of a cat."])
     features = model.encode_text(text)
 """
-from .loader import add_attributes, build_model, build_preprocess, load
+from .loader import add_attributes, build_model, build_preprocess, load, local_weights_path
 from .tokenizer import tokenize
 from .weights import available_models
 
-__all__ = ["add_attributes", "available_models", "build_model", "build_preprocess", "load", "tokenize"]
+__all__ = ["add_attributes", "available_models", "build_model", "build_preprocess", "load", "local_weights_path",
+           "tokenize"]

@@ -110,6 +110,24 @@ def load(name, device="cpu", cache_dir=None, weights=None):
     return model, build_preprocess(model.image_resolution, mean, std)
 
 
+def local_weights_path(name, cache_dir=None, weights=None):
+    """The file `load(name, cache_dir=..., weights=...)` would read, if it is on disk; else None.
+
+    Never downloads. None too for open_clip tags, whose files live in open_clip's own cache.
+    Callers use it to key caches on the exact weights file.
+    """
+    if weights:
+        path = os.path.abspath(os.path.expanduser(str(weights)))
+        return path if os.path.isfile(path) else None
+    kind, *rest = resolve_name(name)
+    if kind == "file":
+        return rest[0]
+    if kind == "openai":
+        path = W.cached_file_path(rest[0], cache_dir)
+        return path if os.path.isfile(path) else None
+    return None
+
+
 def build_model(state_dict, source="<state dict>"):
     """An fp32 open_clip CLIP whose architecture is inferred from an OpenAI-format state dict."""
     state = {k: v for k, v in state_dict.items() if k not in W.NON_WEIGHT_KEYS}

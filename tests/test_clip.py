@@ -170,6 +170,15 @@ def test_weights_argument_overrides_name(tmp_path, tiny_clip_file):
     assert hasattr(model.visual, "attnpool")
 
 
+def test_local_weights_path_names_the_file_load_reads(tmp_path, tiny_clip_file):
+    assert clip.local_weights_path("RN50", cache_dir=tmp_path) is None  # not cached, no download
+    save_tiny_clip(tmp_path / "RN50.pt")
+    assert clip.local_weights_path("RN50", cache_dir=tmp_path) == str(tmp_path / "RN50.pt")
+    assert clip.local_weights_path("RN50/openai", cache_dir=tmp_path) == str(tmp_path / "RN50.pt")
+    assert clip.local_weights_path("RN50", weights=tiny_clip_file) == str(tiny_clip_file)
+    assert clip.local_weights_path(str(tiny_clip_file)) == str(tiny_clip_file)
+
+
 def test_missing_explicit_weights_file(tmp_path):
     missing = tmp_path / "nope.pt"
     with pytest.raises(CheckpointError, match=f"CLIP weights file {missing} does not exist"):
