@@ -18,9 +18,11 @@ import hashlib
 import logging
 import os
 import sys
+import time
 
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
 from .data.data_manager import DatasetWrapper
 from .utils.io import atomic_torch_save
@@ -45,6 +47,10 @@ def image_key(impath):
     return f"{os.path.abspath(impath)}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def _path_of(key):
+    return key.rsplit("|", 2)[0]
+
+
 def file_identity(path):
     """Identity of a weights file for cache keys (path, size, mtime)."""
     if not path or not os.path.exists(path):
@@ -55,6 +61,44 @@ def file_identity(path):
 
 def _digest(*parts):
     return hashlib.sha1("\n".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+def format_size(num_bytes):
+    """1536 -> '1.5 KB': the cache size as the log reports it."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return f"{num_bytes:.1f} TB"
+
+
+def split_transform(transform):
+    """Split ``transform`` into (worker part -> uint8 tensor, device part -> model input).
+
+    The common pipelines end in ``ToTensor`` (+ ``Normalize``): decoding workers then ship
+    uint8 images (a quarter of the bytes through shared and pinned memory) and the float
+    conversion and normalisation run on the accelerator, with the same arithmetic. Any other
+    pipeline runs whole in the workers (the device part is then the identity).
+    """
+    steps = list(getattr(transform, "transforms", []))
+    tail = [type(t) for t in steps[-2:]]
+    if steps and tail[-1:] == [ToTensor]:
+        head, norm = steps[:-1], None
+    elif tail == [ToTensor, Normalize]:
+        head, norm = steps[:-2], steps[-1]
+    else:
+        return transform, lambda images: images
+
+    def to_input(images):
+        images = images.float().div_(255)
+        if norm is not None:
+            shape = (1, -1, 1, 1)
+            mean = torch.as_tensor(norm.mean, dtype=images.dtype, device=images.device).view(shape)
+            std = torch.as_tensor(norm.std, dtype=images.dtype, device=images.device).view(shape)
+            images = images.sub_(mean).div_(std)
+        return images
+
+    return Compose(head + [PILToTensor()]), to_input
 
 
 def _split_on_oom(encode, images):
@@ -75,11 +119,14 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
 
     ``encode`` maps an image batch already on ``device`` to features. Decoding runs in
-    ``num_workers`` processes with pinned memory so the accelerator does not wait on JPEGs.
+    ``num_workers`` processes with pinned memory so the accelerator does not wait on JPEGs;
+    features stay on the device until the end, so no batch waits for the previous one's copy.
     """
-    cuda = torch.device(device).type == "cuda"
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    worker_tfm, to_input = split_transform(transform)
     loader = DataLoader(
-        DatasetWrapper(items, transform, is_train), batch_size=batch_size, sampler=keys,
+        DatasetWrapper(items, worker_tfm, is_train), batch_size=batch_size, sampler=keys,
         num_workers=num_workers, pin_memory=cuda, drop_last=False)
     outputs = []
     progress = loader
@@ -89,11 +136,11 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
         progress = tqdm(loader, desc="encoding images", unit="batch")
     with torch.inference_mode():
         for batch in progress:
-            images = batch["img"].to(device, non_blocking=True)
+            images = to_input(batch["img"].to(device, non_blocking=True))
             if cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
-            outputs.append(_split_on_oom(encode, images).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
+            outputs.append(_split_on_oom(encode, images))
+        return torch.cat(outputs).float().cpu() if outputs else torch.empty(0)
 
 
 class FeatureStore:
@@ -102,7 +149,8 @@ class FeatureStore:
     def __init__(self, root=None, enabled=True):
         self.root = root or default_cache_dir()
         self.enabled = enabled
-        self.encoded = 0  # images encoded by this store (0 on a warm re-run)
+        self.encoded = 0  # image views encoded by this store (0 on a warm re-run)
+        self.encode_seconds = 0.0  # wall time spent encoding them (decoding included)
 
     def bundle_path(self, encoder_key, transform_key, view, group):
         name = _digest(encoder_key, transform_key, view, group)
@@ -118,7 +166,10 @@ class FeatureStore:
             return dict(zip(bundle["keys"], bundle["features"]))
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is rebuilt, never trusted
             logger.warning("Feature cache file %s is corrupt (%s: %s): rebuilding it", path, type(e).__name__, e)
-            os.remove(path)
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # another run removed it first
+                pass
             return {}
 
     def _merge_write(self, path, new_rows):
@@ -126,6 +177,9 @@ class FeatureStore:
         with open(path + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache merge instead of overwriting
             rows = self._read(path)
+            # a changed image (new size or mtime) replaces its old row instead of piling up
+            changed = {_path_of(k) for k in new_rows}
+            rows = {k: v for k, v in rows.items() if _path_of(k) not in changed}
             rows.update(new_rows)
             keys = list(rows)
             atomic_torch_save({"version": BUNDLE_VERSION, "keys": keys,
@@ -144,7 +198,9 @@ class FeatureStore:
             logger.info("Encoding %d image views of %s (%d already cached)",
                         len(missing), group, len(views) * len(items) - len(missing))
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
+            start = time.perf_counter()
             encoded = encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train)
+            self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
             for (i, _, v), feat in zip(missing, encoded.to(dtype)):
@@ -168,22 +224,24 @@ class CachedFeatureLoader:
 
     ``features`` is a callable returning [V, N, D] on first use (so eval-only runs never encode
     training views); the order of each epoch comes from ``sampler`` (an EpochSampler), the same
-    order the image loader would use.
+    order the image loader would use. With ``device`` the features are moved there once and
+    batches are sliced on it (no per-batch host-to-device copy).
     """
 
-    def __init__(self, items, features, sampler, batch_size, drop_last):
+    def __init__(self, items, features, sampler, batch_size, drop_last, device=None):
         self.items = items
         self._features = features
         self._cache = None
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last
-        self.labels = torch.tensor([item.label for item in items], dtype=torch.long)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.labels = torch.tensor([item.label for item in items], dtype=torch.long, device=self.device)
         self.dataset = items
 
     def all_features(self):
         if self._cache is None:
-            self._cache = self._features()
+            self._cache = self._features().to(self.device)
         return self._cache
 
     def __len__(self):
@@ -193,7 +251,7 @@ class CachedFeatureLoader:
     def __iter__(self):
         feats = self.all_features()
         view_feats = feats[self.sampler.view() % feats.shape[0]]
-        order = torch.tensor(self.sampler.order(), dtype=torch.long)
+        order = torch.tensor(self.sampler.order(), dtype=torch.long, device=self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield {"feat": view_feats[idx], "label": self.labels[idx], "index": idx}
