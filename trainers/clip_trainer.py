@@ -20,7 +20,7 @@ from clip import weights as clip_weights
 from engine import TrainerX
 from engine.data.transforms import transform_signature
 from engine.errors import ConfigError
-from engine.features import CachedFeatureLoader, FeatureStore, file_identity
+from engine.features import CachedFeatureLoader, FeatureStore, file_identity, format_size
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class FrozenCLIPTrainer(TrainerX):
         self.prec = self.precision()
         model.half() if self.prec == "fp16" else model.float()
         model.requires_grad_(False)
+        if self.device.type == "cuda":  # NHWC convolutions run on the tensor cores without layout copies
+            model.visual.to(memory_format=torch.channels_last)
         self.clip_model = model
         self.dtype = next(model.visual.parameters()).dtype
         return model
@@ -134,13 +136,16 @@ class FrozenCLIPTrainer(TrainerX):
                     f"{group}/{split}", list(range(views)) if is_train else ["test"],
                     batch_size=cfg.FEATURE_CACHE.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
                     device=self.device, is_train=is_train, dtype=self.dtype)
-                logger.info("Feature cache holds %.1f MB", self.feature_store.size_bytes() / 2**20)
+                logger.info("Feature cache holds %s in %s", format_size(self.feature_store.size_bytes()),
+                            self.feature_store.root)
                 return feats
 
             return CachedFeatureLoader(items, compute, image_loader.sampler, image_loader.batch_size,
-                                       image_loader.drop_last)
+                                       image_loader.drop_last, device=self.device)
 
         ds = self.dm.dataset
         self.train_loader_x = loader(ds.train_x, self.train_loader_x, True, "train")
-        self.val_loader = loader(ds.val, self.val_loader, False, "val")
+        # ImageNet's val set is its test set: share the test features instead of encoding them twice
+        same_as_test = ds.val is not None and [d.impath for d in ds.val] == [d.impath for d in ds.test]
+        self.val_loader = loader(ds.val, self.val_loader, False, "test" if same_as_test else "val")
         self.test_loader = loader(ds.test, self.test_loader, False, "test")
