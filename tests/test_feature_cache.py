@@ -1,0 +1,240 @@
+"""The feature cache (engine/features.py + FrozenCLIPTrainer.use_feature_cache) on a tiny CLIP, CPU.
+
+What it must keep: cached training with TRAIN_VIEWS = MAX_EPOCH trains exactly like the
+end-to-end loop; a second run encodes nothing; each part of the key (transform, backbone,
+weights file, image, precision) invalidates just the entries it changes; a truncated file is
+rebuilt; evaluation gives the same numbers with the cache on and off; the switch turns it off.
+"""
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from engine.config import get_cfg_default
+from engine.data.data_manager import EpochSampler
+from engine.data.transforms import build_transform
+from engine.features import (
+    CachedFeatureLoader, FeatureStore, default_cache_dir, format_size, image_key, split_transform)
+from helpers import accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+
+EPOCHS = 4
+N_TRAIN, N_TEST = 12, 9  # ImageFolder 50/20/30 split of 3 x 10 images, 4 shots
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), epochs=EPOCHS, batch=4)
+    return data, cfg, tmp_path
+
+
+def train(setup, name, *opts, trainer="TaskRes", config=None, extra=()):
+    data, cfg, tmp = setup
+    out = tmp / name
+    trainer = run_train("--root", data, "--seed", 1, "--trainer", trainer, "--config-file", config or cfg,
+                        "--output-dir", out, *extra, "DATASET.NUM_SHOTS", 4, *opts)
+    return trainer, out
+
+
+def residual(trainer):
+    return trainer.model.prompt_learner.text_feature_residuals.detach().clone()
+
+
+def cache_files(root):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".pt"))
+
+
+def test_all_views_reproduce_the_end_to_end_loop(setup):
+    e2e, _ = train(setup, "e2e", "FEATURE_CACHE.ENABLED", False)
+    assert e2e.feature_store is None  # the encoder ran in the loop
+    cached, _ = train(setup, "cached", "FEATURE_CACHE.TRAIN_VIEWS", EPOCHS)
+    assert cached.feature_store.encoded == EPOCHS * N_TRAIN + N_TEST
+    assert residual(e2e).abs().sum() > 0
+    torch.testing.assert_close(residual(cached), residual(e2e), rtol=1e-4, atol=1e-6)
+    # the comparison can tell views apart: one view for all epochs trains differently
+    one_view, _ = train(setup, "one_view", "FEATURE_CACHE.TRAIN_VIEWS", 1)
+    assert (residual(one_view) - residual(e2e)).abs().max() > 1e-4
+
+
+def test_second_run_hits_the_cache_and_logs_its_size(setup):
+    first, out1 = train(setup, "run1")
+    assert first.feature_store.encoded == 4 * N_TRAIN + N_TEST  # default TRAIN_VIEWS 4
+    files = cache_files(os.environ["TASKRES_FEATURE_CACHE"])
+    assert len(files) == 5  # 4 train views + 1 test bundle
+    second, out2 = train(setup, "run2")
+    assert second.feature_store.encoded == 0
+    torch.testing.assert_close(residual(second), residual(first))
+    log = (out2 / "log.txt").read_text()
+    size = format_size(sum(os.path.getsize(f) for f in files))
+    assert f"Feature cache holds {size} in {os.environ['TASKRES_FEATURE_CACHE']}" in log
+    assert "Encoding" not in log
+    # another seed samples other shots: only the new images are encoded, the test set is reused
+    third, _ = train(setup, "seed2", extra=("--seed", 2))
+    assert 0 < third.feature_store.encoded < 4 * N_TRAIN
+
+
+@pytest.mark.parametrize("opts, train_views, test_views", [
+    (("INPUT.RRCROP_SCALE", "(0.5, 1.0)"), 4 * N_TRAIN, 0),  # the test transform does not crop at random
+    (("INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]"), 4 * N_TRAIN, N_TEST),
+    (("INPUT.INTERPOLATION", "bilinear"), 4 * N_TRAIN, N_TEST),
+    (("TRAINER.TaskRes.PREC", "amp"), 4 * N_TRAIN, N_TEST),
+    (("OPTIM.LR", 0.5, "TRAINER.TaskRes.RESIDUAL_SCALE", 0.5), 0, 0),  # no change to a feature
+    (("FEATURE_CACHE.TRAIN_VIEWS", 6, "OPTIM.MAX_EPOCH", 6), 2 * N_TRAIN, 0),  # only views 4 and 5 are new
+])
+def test_config_changes_invalidate_the_right_entries(setup, opts, train_views, test_views):
+    train(setup, "before")
+    after, _ = train(setup, "after", *opts)
+    assert after.feature_store.encoded == train_views + test_views
+
+
+def test_backbone_and_weights_file_invalidate_everything(setup):
+    data, cfg, tmp = setup
+    train(setup, "vit")
+    resnet_cfg = write_tiny_config(tmp / "rn.yaml", tiny_clip(tmp, "resnet"), epochs=EPOCHS, batch=4)
+    rn, _ = train(setup, "resnet", config=resnet_cfg)
+    assert rn.feature_store.encoded == 4 * N_TRAIN + N_TEST
+    again, _ = train(setup, "vit_again")
+    assert again.feature_store.encoded == 0  # each backbone keeps its own entries
+    weights = tiny_clip(tmp)
+    st = os.stat(weights)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the same name, another file
+    touched, _ = train(setup, "vit_touched")
+    assert touched.feature_store.encoded == 4 * N_TRAIN + N_TEST
+
+
+def test_a_changed_image_re_encodes_only_its_views(setup):
+    first, _ = train(setup, "before")
+    train_img, test_img = first.dm.dataset.train_x[0].impath, first.dm.dataset.test[0].impath
+    for path in (train_img, test_img):
+        Image.new("RGB", (40, 48), (10, 200, 30)).save(path)
+    store_root = os.environ["TASKRES_FEATURE_CACHE"]
+    before = sum(os.path.getsize(f) for f in cache_files(store_root))
+    after, _ = train(setup, "after")
+    assert after.feature_store.encoded == 4 + 1  # its 4 train views and its test view
+    # the stale rows are replaced, not kept beside the new ones
+    assert sum(os.path.getsize(f) for f in cache_files(store_root)) == before
+    new_key = image_key(test_img)
+    test_bundle = [f for f in cache_files(store_root) if "_test-" in os.path.basename(f)][0]
+    keys = torch.load(test_bundle, weights_only=True)["keys"]
+    assert new_key in keys and sum(k.startswith(os.path.abspath(test_img) + "|") for k in keys) == 1
+
+
+def test_truncated_or_foreign_cache_file_is_rebuilt(setup, caplog):
+    first, _ = train(setup, "before")
+    root = os.environ["TASKRES_FEATURE_CACHE"]
+    files = cache_files(root)
+    train_bundle = [f for f in files if "_train-0-" in os.path.basename(f)][0]
+    test_bundle = [f for f in files if "_test-" in os.path.basename(f)][0]
+    with open(train_bundle, "r+b") as f:
+        f.truncate(os.path.getsize(train_bundle) // 2)
+    torch.save({"version": 999, "keys": [], "features": torch.zeros(0)}, test_bundle)
+    rebuilt, out = train(setup, "after")
+    assert rebuilt.feature_store.encoded == N_TRAIN + N_TEST
+    log = (out / "log.txt").read_text()
+    assert f"Feature cache file {train_bundle} is corrupt" in log and f"Feature cache file {test_bundle} is corrupt" in log
+    torch.testing.assert_close(residual(rebuilt), residual(first))
+    torch.load(train_bundle, weights_only=True)  # readable again
+    assert train(setup, "third")[0].feature_store.encoded == 0
+
+
+def test_evaluation_is_identical_with_the_cache_on_and_off(setup):
+    _, trained = train(setup, "trained", "OPTIM.MAX_EPOCH", 20, "OPTIM.LR", 0.05)
+    results = {}
+    for enabled in (True, False):
+        _, out = train(setup, f"eval_{enabled}", "FEATURE_CACHE.ENABLED", enabled,
+                       extra=("--eval-only", "--model-dir", trained, "--load-epoch", 20))
+        results[enabled] = json.loads((out / "results_test.json").read_text())
+    assert results[True] == results[False]
+    assert results[True]["macro_f1"] > 40  # a model that tells classes apart, so equality means something
+    assert results[True]["accuracy"] == pytest.approx(accuracies(trained / "log.txt")[-1], abs=0.05)
+    zs = {}
+    for enabled in (True, False):
+        _, out = train(setup, f"zs_{enabled}", "FEATURE_CACHE.ENABLED", enabled, trainer="ZeroshotCLIP",
+                       extra=("--eval-only",))
+        zs[enabled] = json.loads((out / "results_test.json").read_text())
+    assert zs[True] == zs[False]
+
+
+def test_switch_off_writes_nothing_and_config_dir_overrides_env(setup):
+    root = os.environ["TASKRES_FEATURE_CACHE"]
+    train(setup, "off", "FEATURE_CACHE.ENABLED", False)
+    assert not os.path.exists(root)
+    own = setup[2] / "own_cache"
+    trainer, _ = train(setup, "own", "FEATURE_CACHE.DIR", own)
+    assert trainer.feature_store.root == str(own) and len(cache_files(own)) == 5
+    assert not os.path.exists(root)
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TASKRES_FEATURE_CACHE", str(tmp_path / "env"))
+    assert default_cache_dir() == str(tmp_path / "env")
+    monkeypatch.delenv("TASKRES_FEATURE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == os.path.join(str(tmp_path / "xdg"), "taskres", "features")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == os.path.join(str(tmp_path / "home"), ".cache", "taskres", "features")
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_uint8_worker_transform_gives_the_same_input(tmp_path, is_train):
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (32, 32)
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
+    full = build_transform(cfg, is_train)
+    worker, to_input = split_transform(full)
+    img = Image.open(os.path.join(make_image_folder(tmp_path, classes=("a",), per_class=1), "a", "0.jpg")).convert("RGB")
+    torch.manual_seed(3)
+    expected = full(img)
+    torch.manual_seed(3)
+    shipped = worker(img)
+    assert shipped.dtype == torch.uint8
+    torch.testing.assert_close(to_input(shipped[None])[0], expected, rtol=0, atol=1e-6)
+    # a pipeline that does not end in ToTensor (+ Normalize) runs whole in the workers
+    cfg.INPUT.TRANSFORMS = ["random_flip", "normalize", "instance_norm"]
+    odd = build_transform(cfg, True)
+    assert split_transform(odd)[0] is odd
+
+
+def test_loader_replays_view_e_mod_v_in_the_sampler_order():
+    feats = torch.arange(3 * 5, dtype=torch.float32).view(3, 5, 1).expand(3, 5, 2)  # [V=3, N=5, D=2]
+    items = [type("Item", (), {"label": i % 2})() for i in range(5)]
+    sampler = EpochSampler(5, seed=1)
+    loader = CachedFeatureLoader(items, lambda: feats, sampler, batch_size=2, drop_last=True)
+    assert len(loader) == 2
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        batches = list(loader)
+        order = sampler.order()
+        idx = torch.cat([b["index"] for b in batches])
+        assert idx.tolist() == order[:4]
+        got = torch.cat([b["feat"][:, 0] for b in batches])
+        assert got.tolist() == [float((epoch % 3) * 5 + i) for i in order[:4]]
+        assert torch.cat([b["label"] for b in batches]).tolist() == [i % 2 for i in order[:4]]
+
+
+def test_store_encodes_only_missing_rows(tmp_path):
+    data = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
+    from engine.data.datasets import Datum
+
+    items = [Datum(impath=os.path.join(data, c, f"{i}.jpg"), label=j) for j, c in enumerate("ab") for i in range(3)]
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (8, 8)
+    tfm = build_transform(cfg, False)
+    calls = []
+
+    def encode(images):
+        calls.append(images.shape[0])
+        return images.mean(dim=(2, 3))
+
+    store = FeatureStore(str(tmp_path / "cache"))
+    first = store.features(encode, items, tfm, "enc", "tfm", "x/test", ["test"], is_train=False, dtype=torch.float32)
+    assert first.shape == (1, 6, 3) and store.encoded == 6
+    second = store.features(encode, items[:4], tfm, "enc", "tfm", "x/test", ["test"], is_train=False, dtype=torch.float32)
+    assert store.encoded == 6 and sum(calls) == 6
+    torch.testing.assert_close(second[0], first[0, :4])
+    off = FeatureStore(str(tmp_path / "off"), enabled=False)
+    off.features(encode, items, tfm, "enc", "tfm", "x/test", ["test"], is_train=False, dtype=torch.float32)
+    assert off.encoded == 6 and not os.path.exists(tmp_path / "off")
