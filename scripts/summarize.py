@@ -46,7 +46,7 @@ ZS = "ZeroshotCLIP"
 METHODS = (ZS, "regular", "enhanced")
 METHOD_LABELS = {ZS: "ZeroshotCLIP", "regular": "TaskRes (regular base)",
                  "enhanced": "TaskRes (enhanced base)"}
-RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._]+)_(?P<base>regular|enhanced)-base"
+RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
                     r"_alpha(?P<alpha>[0-9.]+)_(?P<shots>[0-9]+)shots$")
 SEED_RE = re.compile(r"^seed(\d+)$")
 
@@ -194,10 +194,10 @@ class Table:
         run = self.cells.get((dataset, method, tag, shots))
         return run.stats(self.ci95) if run else None
 
-    def average(self, method, tag, shots, require_all=True):
-        """(mean over datasets, number of datasets), or None; require_all: all 11 present."""
-        means = [s[0] for s in (self.stats(d, method, tag, shots) for d in BENCHMARK) if s]
-        if not means or (require_all and len(means) < len(BENCHMARK)):
+    def average(self, method, tag, shots, require_all=True, datasets=BENCHMARK):
+        """(mean over datasets, number of datasets), or None; require_all: all of them present."""
+        means = [s[0] for s in (self.stats(d, method, tag, shots) for d in datasets) if s]
+        if not means or (require_all and len(means) < len(datasets)):
             return None
         return sum(means) / len(means), len(means)
 
@@ -321,20 +321,22 @@ def write_plots(table, out_dir):
             _plot(series, dataset, path)
             written.append(path)
 
-    series, partial = [], False
+    # Average over the benchmark datasets; a run on other datasets only (the demo) averages those.
+    pool = tuple(d for d in table.datasets if d in BENCHMARK) or tuple(table.datasets)
+    series, partial = [], pool != BENCHMARK
     for method, tag in table.rows():
         points = []
         for k in table.shots:
-            avg = table.average(method, tag, k, require_all=False)
+            avg = table.average(method, tag, k, require_all=False, datasets=pool)
             if avg:
                 points.append((k, avg[0], 0.0))
-                partial |= avg[1] < len(BENCHMARK)
+                partial |= avg[1] < len(pool)
         if points:
             series.append((table.label(method, tag), points))
     if series:
         title = "Average over datasets"
         if partial:  # a debug run or an unfinished benchmark: say what the points average
-            title += " (partial: each point averages the datasets it has)"
+            title = f"Average over {len(pool)} dataset(s) (partial)"
         path = os.path.join(out_dir, "average.png")
         _plot(series, title, path)
         written.append(path)

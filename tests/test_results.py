@@ -260,3 +260,15 @@ def test_cli_errors_and_output(tmp_path, full_tree):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert str(tmp_path / "o" / "summary.md") in proc.stdout.splitlines()
+
+
+def test_non_benchmark_dataset_gets_its_table_and_an_average_plot(tmp_path):
+    root = tmp_path / "output"
+    fake_run(str(root), "fashion_mnist", 4, "regular", (70.0, 72.0))
+    write(str(root / "fashion_mnist" / "ZeroshotCLIP" / "rn50-untrained" / "log.txt"), eval_log(10.0))
+    written = summarize.summarize(str(root))
+    rows = read_csv(root / "summary.csv")
+    assert ["fashion_mnist", "TaskRes (regular base) [rn50]", "-", "71.00 ± 1.00 (n=2)"] in rows
+    assert ["fashion_mnist", "ZeroshotCLIP [rn50-untrained]", "10.00 ± 0.00 (n=1)", "-"] in rows
+    assert not any(r[0] == "Average" for r in rows)  # the Average row is the 11-dataset benchmark's
+    assert str(root / "average.png") in written and (root / "average.png").read_bytes()[:8] == PNG_MAGIC

@@ -261,6 +261,10 @@ tr_parse_args() {
     ((${#EXTRA_OPTS[@]} % 2 == 0)) ||
         tr_die "extra opts after -- must be KEY VALUE pairs, got an odd count: ${EXTRA_OPTS[*]}"
     local i
+    for ((i = 0; i < ${#EXTRA_OPTS[@]}; i++)); do
+        [[ "${EXTRA_OPTS[i]}" != --* ]] ||
+            tr_die "'${EXTRA_OPTS[i]}' comes after --, where only KEY VALUE config opts go; put options before --"
+    done
     for ((i = 0; i < ${#EXTRA_OPTS[@]}; i += 2)); do
         case "${EXTRA_OPTS[i]}" in
             DATASET.NUM_SHOTS) tr_die "pass --shots instead of DATASET.NUM_SHOTS after --, so the output folder names the shot count" ;;

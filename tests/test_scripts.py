@@ -1,0 +1,363 @@
+"""The published bash workflows (train_regular.sh, train_enhance.sh, test_dg.sh,
+scripts/taskres/*.sh): exact train.py command lines under --dry-run, and the run loop
+(skip finished runs, go on after a failure, exit non-zero) with a fake python."""
+import os
+import re
+import shlex
+import stat
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK = ["stanford_cars", "oxford_flowers", "caltech101", "dtd", "fgvc_aircraft", "oxford_pets",
+             "food101", "ucf101", "eurosat", "sun397", "imagenet"]
+DG_TARGETS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+CLASS = {"stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "caltech101": "Caltech101",
+         "dtd": "DescribableTextures", "fgvc_aircraft": "FGVCAircraft", "oxford_pets": "OxfordPets",
+         "food101": "Food101", "ucf101": "UCF101", "eurosat": "EuroSAT", "sun397": "SUN397",
+         "imagenet": "ImageNet"}
+SCRIPTS = ["train_regular.sh", "train_enhance.sh", "test_dg.sh", "scripts/taskres/main.sh",
+           "scripts/taskres/eval.sh", "scripts/taskres/zeroshot.sh", "scripts/taskres/strong_base.sh",
+           "scripts/taskres/common.sh"]
+
+
+def run_script(script, *args, env=None, cwd=ROOT):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
+    full_env.update(env or {})
+    return subprocess.run(["bash", os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=120)
+
+
+class Cmd:
+    """One train.py command line: flags, trailing KEY VALUE opts."""
+
+    def __init__(self, line):
+        self.argv = shlex.split(line)
+        assert self.argv[1] == "train.py", line
+        self.flags, self.opts = {}, {}
+        rest = self.argv[2:]
+        i = 0
+        while i < len(rest) and rest[i].startswith("--"):
+            if i + 1 < len(rest) and not rest[i + 1].startswith("--") and rest[i] != "--eval-only":
+                self.flags[rest[i]] = rest[i + 1]
+                i += 2
+            else:
+                self.flags[rest[i]] = True
+                i += 1
+        self.opt_list = rest[i:]
+        assert len(self.opt_list) % 2 == 0, line
+        self.opts = dict(zip(self.opt_list[::2], self.opt_list[1::2]))
+
+    def __getitem__(self, key):
+        return self.flags[key]
+
+
+def dry_run(script, *args, env=None, cwd=ROOT):
+    # PYTHON=false: should a dry run ever execute a command, it fails instead of training
+    env = {"DATA": "/datasets", "PYTHON": "false", **(env or {})}
+    proc = run_script(script, "--dry-run", *args, env=env, cwd=cwd)  # before any "--"
+    assert proc.returncode == 0, proc.stderr
+    return [Cmd(line) for line in proc.stdout.splitlines()]
+
+
+def expected_cfg(dataset, shots):
+    lr = "2e-4" if dataset == "imagenet" else "2e-3"
+    return f"adam_lr{lr}_B256_ep{100 if shots <= 4 else 200}"
+
+
+def expected_alpha(dataset):
+    return "1.0" if dataset == "oxford_flowers" else "0.5"
+
+
+@pytest.fixture(scope="module")
+def regular_cmds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, dry_run("train_regular.sh", env={"OUTPUT": str(out)})
+
+
+@pytest.fixture(scope="module")
+def enhance_cmds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    sb = tmp_path_factory.mktemp("sb")
+    return out, sb, dry_run("train_enhance.sh", env={"OUTPUT": str(out), "STRONG_BASE": str(sb)})
+
+
+def test_regular_default_grid_rules(regular_cmds):
+    out, cmds = regular_cmds
+    assert len(cmds) == 11 * 5 * 3
+    seen = set()
+    for c in cmds:
+        dataset = re.fullmatch(r"configs/datasets/(\w+)\.yaml", c["--dataset-config-file"]).group(1)
+        shots = int(c.opts["DATASET.NUM_SHOTS"])
+        cfg = expected_cfg(dataset, shots)
+        alpha = expected_alpha(dataset)
+        assert c["--trainer"] == "TaskRes"
+        assert c["--root"] == "/datasets"
+        assert c["--config-file"] == f"configs/trainers/TaskRes/{cfg}.yaml"
+        assert c.opts["TRAINER.TaskRes.RESIDUAL_SCALE"] == alpha
+        assert c["--enhanced-base"] == "none"
+        assert c["--backbone"] == "RN50"
+        assert c["--output-dir"] == (f"{out}/{dataset}/TaskRes/{cfg}_rn50_regular-base_alpha{alpha}_{shots}shots"
+                                     f"/seed{c['--seed']}")
+        seen.add((dataset, shots, c["--seed"]))
+    assert seen == {(d, k, s) for d in BENCHMARK for k in (1, 2, 4, 8, 16) for s in ("1", "2", "3")}
+    flowers = [c for c in cmds if "oxford_flowers" in c["--dataset-config-file"]]
+    assert {c.opts["TRAINER.TaskRes.RESIDUAL_SCALE"] for c in flowers} == {"1.0"}
+    imagenet_16 = [c for c in cmds if "imagenet" in c["--dataset-config-file"] and c.opts["DATASET.NUM_SHOTS"] == "16"]
+    assert {c["--config-file"] for c in imagenet_16} == {"configs/trainers/TaskRes/adam_lr2e-4_B256_ep200.yaml"}
+
+
+def test_enhance_produces_bases_first_and_uses_them(enhance_cmds, regular_cmds):
+    out, sb, cmds = enhance_cmds
+    strong = [c for c in cmds if c["--trainer"] == "StrongBase"]
+    taskres = [c for c in cmds if c["--trainer"] == "TaskRes"]
+    assert len(strong) == 11 * 5 and len(taskres) == 11 * 5 * 3
+    position = {id(c): i for i, c in enumerate(cmds)}
+    for c in taskres:
+        dataset = re.fullmatch(r"configs/datasets/(\w+)\.yaml", c["--dataset-config-file"]).group(1)
+        shots = c.opts["DATASET.NUM_SHOTS"]
+        base_file = f"{sb}/{CLASS[dataset]}/rn50_{shots}shots/model.pth.tar"
+        assert c["--enhanced-base"] == base_file
+        producer = [s for s in strong if s["--dataset-config-file"] == c["--dataset-config-file"]
+                    and s.opts["DATASET.NUM_SHOTS"] == shots]
+        assert len(producer) == 1 and position[id(producer[0])] < position[id(c)]
+        assert "_enhanced-base_" in c["--output-dir"]
+        assert c["--config-file"] == f"configs/trainers/TaskRes/{expected_cfg(dataset, int(shots))}.yaml"
+        assert c.opts["TRAINER.TaskRes.RESIDUAL_SCALE"] == expected_alpha(dataset)
+    for s in strong:
+        dataset = re.fullmatch(r"configs/datasets/(\w+)\.yaml", s["--dataset-config-file"]).group(1)
+        shots = s.opts["DATASET.NUM_SHOTS"]
+        assert s["--config-file"] == "configs/trainers/StrongBase/adam_lr2e-4_ep50.yaml"
+        assert s["--seed"] == "1"
+        assert s.opts["STRONG_BASE.ROOT"] == str(sb)
+        assert s["--output-dir"] == f"{out}/{dataset}/StrongBase/rn50_{shots}shots/seed1"
+    # regular and enhanced runs never share a folder (the original's collision)
+    regular_names = {os.path.relpath(c["--output-dir"], regular_cmds[0]) for c in regular_cmds[1]}
+    enhanced_names = {os.path.relpath(c["--output-dir"], out) for c in taskres}
+    assert len(enhanced_names) == len(taskres) and not regular_names & enhanced_names
+
+
+def test_enhance_default_strong_base_root_is_repo_strong_base(tmp_path):
+    cmds = dry_run("train_enhance.sh", "--datasets", "dtd", "--shots", "2", "--seeds", "1",
+                   env={"OUTPUT": str(tmp_path)})
+    assert cmds[0].opts["STRONG_BASE.ROOT"] == "strong_base"
+    assert cmds[1]["--enhanced-base"] == "strong_base/DescribableTextures/rn50_2shots/model.pth.tar"
+
+
+def test_narrowed_run_and_extra_opts_pass_through(tmp_path):
+    cmds = dry_run("train_regular.sh", "--datasets", "oxford_pets eurosat", "--shots", "1 16", "--seeds", "1",
+                   "--backbone", "RN50", "--", "OPTIM.MAX_EPOCH", "2", "TRAINER.TaskRes.PREC", "fp32",
+                   env={"OUTPUT": str(tmp_path)})
+    assert [(c["--dataset-config-file"], c.opts["DATASET.NUM_SHOTS"]) for c in cmds] == [
+        ("configs/datasets/oxford_pets.yaml", "1"), ("configs/datasets/eurosat.yaml", "1"),
+        ("configs/datasets/oxford_pets.yaml", "16"), ("configs/datasets/eurosat.yaml", "16")]
+    for c in cmds:
+        assert c.opt_list[-4:] == ["OPTIM.MAX_EPOCH", "2", "TRAINER.TaskRes.PREC", "fp32"]  # last: they win
+        assert c["--seed"] == "1"
+
+
+def test_backbone_names_the_folder(tmp_path):
+    cmds = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "4", "--seeds", "2",
+                   "--backbone", "ViT-B/16", env={"OUTPUT": str(tmp_path)})
+    assert cmds[0]["--backbone"] == "ViT-B/16"
+    assert cmds[0]["--output-dir"].endswith("/dtd/TaskRes/adam_lr2e-3_B256_ep100_vitb16_regular-base_alpha0.5_4shots/seed2")
+    dg = dry_run("test_dg.sh", "--backbone", "ViT-B/16", "--seeds", "1", "--bases", "regular",
+                 env={"OUTPUT": str(tmp_path)})
+    assert {c["--config-file"] for c in dg} == {"configs/trainers/TaskRes/generalization_vit16.yaml"}
+
+
+def test_dg_evaluates_all_imagenet_16shot_runs(tmp_path, regular_cmds, enhance_cmds):
+    cmds = dry_run("test_dg.sh", env={"OUTPUT": str(tmp_path)})
+    assert len(cmds) == 2 * 4 * 3
+    # the original called a missing generalization_50 for ImageNet-R: all four use generalization_rn50
+    assert {c["--config-file"] for c in cmds} == {"configs/trainers/TaskRes/generalization_rn50.yaml"}
+    assert {c["--dataset-config-file"] for c in cmds} == {f"configs/datasets/{t}.yaml" for t in DG_TARGETS}
+    trained = {os.path.relpath(c["--output-dir"], regular_cmds[0]) for c in regular_cmds[1]}
+    trained |= {os.path.relpath(c["--output-dir"], enhance_cmds[0]) for c in enhance_cmds[2]
+                if c["--trainer"] == "TaskRes"}
+    for c in cmds:
+        assert c["--eval-only"] is True and c["--load-epoch"] == "200" and c["--trainer"] == "TaskRes"
+        model_dir = os.path.relpath(c["--model-dir"], tmp_path)
+        assert model_dir in trained and model_dir.startswith("imagenet/TaskRes/adam_lr2e-4_B256_ep200_rn50_")
+        assert model_dir.endswith(f"_16shots/seed{c['--seed']}")
+        target = re.fullmatch(r"configs/datasets/(\w+)\.yaml", c["--dataset-config-file"]).group(1)
+        assert os.path.relpath(c["--output-dir"], tmp_path) == "dg/" + target + "/" + model_dir.split("/", 1)[1]
+        assert c.opts["TRAINER.TaskRes.RESIDUAL_SCALE"] == "0.5"
+        if "_enhanced-base_" in model_dir:
+            assert c["--enhanced-base"] == "strong_base/ImageNet/rn50_16shots/model.pth.tar"
+        else:
+            assert c["--enhanced-base"] == "none"
+    assert len({c["--output-dir"] for c in cmds}) == len(cmds)
+    assert {c["--seed"] for c in cmds} == {"1", "2", "3"}
+
+
+def test_dg_load_epoch_follows_max_epoch_opt(tmp_path):
+    cmds = dry_run("test_dg.sh", "--targets", "imagenet_r", "--seeds", "1", "--", "OPTIM.MAX_EPOCH", "2",
+                   env={"OUTPUT": str(tmp_path)})
+    assert [c["--load-epoch"] for c in cmds] == ["2", "2"]
+    assert all(c.opt_list[-2:] == ["OPTIM.MAX_EPOCH", "2"] for c in cmds)
+    cmds = dry_run("test_dg.sh", "--targets", "imagenet_a", "--seeds", "1", "--load-epoch", "7",
+                   env={"OUTPUT": str(tmp_path)})
+    assert [c["--load-epoch"] for c in cmds] == ["7", "7"]
+
+
+def test_no_hard_coded_gpu_or_data_path_and_strict_mode():
+    for script in SCRIPTS:
+        text = open(os.path.join(ROOT, script)).read()
+        assert "CUDA_VISIBLE_DEVICES" not in text, script
+        assert "/data0" not in text, script
+        assert "generalization_50" not in text, script
+        if script.endswith("common.sh"):
+            continue
+        assert "set -euo pipefail" in text, script
+        assert os.stat(os.path.join(ROOT, script)).st_mode & stat.S_IXUSR, script
+
+
+def test_finished_runs_are_skipped(tmp_path):
+    args = ("--datasets", "dtd", "--shots", "1", "--seeds", "1 2 3")
+    first = dry_run("train_regular.sh", *args, env={"OUTPUT": str(tmp_path)})
+    done = first[1]["--output-dir"]
+    os.makedirs(done)
+    open(os.path.join(done, "results_test.json"), "w").write('{"accuracy": 50.0}')
+    os.makedirs(first[2]["--output-dir"])  # started but unfinished: must run again (resume)
+    again = dry_run("train_regular.sh", *args, env={"OUTPUT": str(tmp_path)})
+    assert [c["--seed"] for c in again] == ["1", "3"]
+
+
+def test_other_scripts_dry_run(tmp_path):
+    env = {"OUTPUT": str(tmp_path)}
+    [c] = dry_run("scripts/taskres/main.sh", "oxford_flowers", "adam_lr2e-3_B256_ep200",
+                  "strong_base/OxfordFlowers/rn50_8shots/model.pth.tar", "8", "1.0", "--seeds", "3", env=env)
+    assert c["--output-dir"] == f"{tmp_path}/oxford_flowers/TaskRes/adam_lr2e-3_B256_ep200_rn50_enhanced-base_alpha1.0_8shots/seed3"
+    assert c["--enhanced-base"] == "strong_base/OxfordFlowers/rn50_8shots/model.pth.tar"
+
+    cmds = dry_run("scripts/taskres/eval.sh", "imagenet_r", "generalization_rn50", str(tmp_path / "ev"),
+                   str(tmp_path / "models"), env=env)
+    assert [c["--model-dir"] for c in cmds] == [f"{tmp_path}/models/seed{s}" for s in (1, 2, 3)]
+    assert [c["--output-dir"] for c in cmds] == [f"{tmp_path}/ev/seed{s}" for s in (1, 2, 3)]
+    assert {c["--load-epoch"] for c in cmds} == {"200"}
+
+    cmds = dry_run("scripts/taskres/zeroshot.sh", "--datasets", "imagenet caltech101", env=env)
+    assert [c["--output-dir"] for c in cmds] == [f"{tmp_path}/imagenet/ZeroshotCLIP/rn50",
+                                                 f"{tmp_path}/caltech101/ZeroshotCLIP/rn50"]
+    assert all(c["--trainer"] == "ZeroshotCLIP" and c["--eval-only"] is True and "--seed" not in c.flags
+               for c in cmds)
+
+    cmds = dry_run("scripts/taskres/strong_base.sh", "--datasets", "eurosat", "--shots", "4 8", env=env)
+    assert [c.opts["DATASET.NUM_SHOTS"] for c in cmds] == ["4", "8"]
+    assert all(c["--trainer"] == "StrongBase" for c in cmds)
+
+
+def test_relative_output_is_relative_to_the_caller(tmp_path):
+    [c] = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--output", "out",
+                  "--root", "data", cwd=str(tmp_path))
+    assert c["--output-dir"].startswith(f"{tmp_path}/out/dtd/")
+    assert c["--root"] == f"{tmp_path}/data"
+
+
+@pytest.mark.parametrize("args, env, message", [
+    ((), {}, "no dataset root: set DATA"),
+    (("--shots", "0"), {"DATA": "/d"}, "--shots: '0' is not valid"),
+    (("--datasets", "mnist"), {"DATA": "/d"}, "--datasets: 'mnist' is not valid"),
+    (("--bogus", "1"), {"DATA": "/d"}, "unknown option '--bogus'"),
+    (("--", "TRAINER.TaskRes.RESIDUAL_SCALE", "0.7"), {"DATA": "/d"}, "pass --alpha instead"),
+    (("--", "DATASET.NUM_SHOTS", "2"), {"DATA": "/d"}, "pass --shots instead"),
+    (("--", "OPTIM.MAX_EPOCH"), {"DATA": "/d"}, "KEY VALUE pairs"),
+    (("--alpha", "big"), {"DATA": "/d"}, "--alpha 'big' is not a number"),
+    (("--", "OPTIM.MAX_EPOCH", "2", "--seeds", "1"), {"DATA": "/d"}, "put options before --"),
+])
+def test_bad_arguments_fail_with_one_clear_line(args, env, message):
+    proc = run_script("train_regular.sh", "--dry-run", *args, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert message in proc.stderr, proc.stderr
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for python: records its arguments, fails for one dataset, otherwise "finishes".
+printf '%s\n' "$*" >> "$FAKE_LOG"
+out=; sbroot=; shots=; dataset=; prev=
+for a in "$@"; do
+    case "$prev" in
+        --output-dir) out=$a ;;
+        --dataset-config-file) dataset=$(basename "$a" .yaml) ;;
+        DATASET.NUM_SHOTS) shots=$a ;;
+        STRONG_BASE.ROOT) sbroot=$a ;;
+    esac
+    prev=$a
+done
+case " $* " in *" configs/datasets/$FAKE_FAIL.yaml "*) echo "boom" >&2; exit 3 ;; esac
+if [[ -n "$sbroot" ]]; then
+    [[ -n "${FAKE_NO_BASE:-}" ]] && exit 0  # "succeeds" without writing the base
+    case $dataset in dtd) cls=DescribableTextures ;; oxford_pets) cls=OxfordPets ;; *) cls=X ;; esac
+    mkdir -p "$sbroot/$cls/rn50_${shots}shots" && echo w > "$sbroot/$cls/rn50_${shots}shots/model.pth.tar"
+fi
+mkdir -p "$out" && echo '{"accuracy": 50.0}' > "$out/results_test.json"
+"""
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    return {"PYTHON": str(fake), "FAKE_LOG": str(log), "DATA": str(tmp_path / "data"),
+            "OUTPUT": str(tmp_path / "out"), "STRONG_BASE": str(tmp_path / "sb"), "FAKE_FAIL": "eurosat"}, log
+
+
+def test_failed_run_is_reported_and_the_workflow_goes_on(fake_env):
+    env, log = fake_env
+    args = ("--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1 2")
+    proc = run_script("train_regular.sh", *args, env=env)
+    assert proc.returncode == 1
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4  # both eurosat seeds failed, both dtd seeds still ran
+    assert "2 run(s) failed" in proc.stderr and "FAILED (exit 3): TaskRes eurosat 1-shot regular-base seed1" in proc.stderr
+    log.write_text("")
+    proc = run_script("train_regular.sh", *args, env=env)
+    calls = log.read_text().splitlines()
+    assert proc.returncode == 1 and len(calls) == 2 and all("eurosat" in c for c in calls)  # dtd skipped
+    env["FAKE_FAIL"] = "none"
+    log.write_text("")
+    assert run_script("train_regular.sh", *args, env=env).returncode == 0
+    assert run_script("train_regular.sh", *args, env=env).returncode == 0
+    assert len(log.read_text().splitlines()) == 2  # the second pass found everything finished
+
+
+def test_enhance_makes_the_base_once_then_trains(fake_env):
+    env, log = fake_env
+    args = ("--datasets", "dtd", "--shots", "2", "--seeds", "1 2")
+    assert run_script("train_enhance.sh", *args, env=env).returncode == 0
+    calls = log.read_text().splitlines()
+    assert ["StrongBase" in c for c in calls] == [True, False, False]
+    assert f"--enhanced-base {env['STRONG_BASE']}/DescribableTextures/rn50_2shots/model.pth.tar" in calls[1]
+    log.write_text("")
+    assert run_script("train_enhance.sh", *args, "--seeds", "1 2 3", env=env).returncode == 0
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and "--seed 3" in calls[0]  # base exists, seeds 1-2 finished
+
+
+def test_enhance_skips_training_when_the_base_was_not_made(fake_env):
+    env, log = fake_env
+    env["FAKE_NO_BASE"] = "1"
+    proc = run_script("train_enhance.sh", "--datasets", "oxford_pets", "--shots", "1", "--seeds", "1", env=env)
+    assert proc.returncode == 1
+    assert "did not write" in proc.stderr and "its enhanced base" in proc.stderr
+    assert len(log.read_text().splitlines()) == 1  # only the StrongBase attempt
+
+
+def test_dg_reports_a_missing_checkpoint(fake_env):
+    env, log = fake_env
+    proc = run_script("test_dg.sh", "--targets", "imagenetv2", "--seeds", "1", "--bases", "regular", env=env)
+    assert proc.returncode == 1 and "prompt_learner/model.pth.tar-200 is missing" in proc.stderr
+    assert not log.exists()
+
+
+def test_default_python_is_the_venv(tmp_path):
+    proc = run_script("train_regular.sh", "--dry-run", "--datasets", "dtd", "--shots", "1", "--seeds", "1",
+                      env={"DATA": "/d", "OUTPUT": str(tmp_path)})
+    expected = ".venv/bin/python" if os.access(os.path.join(ROOT, ".venv/bin/python"), os.X_OK) else "python3"
+    assert proc.returncode == 0 and shlex.split(proc.stdout)[0] == expected
+    proc = run_script("train_regular.sh", "--dry-run", env={"DATA": "/d", "PYTHON": "/no/such/python"})
+    assert proc.returncode == 2 and "PYTHON=/no/such/python is not an executable" in proc.stderr
