@@ -361,3 +361,12 @@ def test_default_python_is_the_venv(tmp_path):
     assert proc.returncode == 0 and shlex.split(proc.stdout)[0] == expected
     proc = run_script("train_regular.sh", "--dry-run", env={"DATA": "/d", "PYTHON": "/no/such/python"})
     assert proc.returncode == 2 and "PYTHON=/no/such/python is not an executable" in proc.stderr
+
+
+@pytest.mark.parametrize("backbone, tag", [("RN50", "rn50"), ("RN50x16", "rn50x16"), ("ViT-B/16", "vitb16"),
+                                           ("ViT-L/14@336px", "vitl14336px")])
+def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag):
+    # same rule as trainers/clip_trainer.py backbone_tag, which names strong_base/ files
+    proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh && tr_backbone_tag "$1"', "_", backbone],
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.stdout.strip() == tag

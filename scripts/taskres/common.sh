@@ -58,11 +58,18 @@ tr_dataset_class() {
     esac
 }
 
-# Backbone name -> folder tag: RN50 -> rn50, ViT-B/16 -> vitb16.
+# Backbone name -> folder tag: RN50 -> rn50, ViT-B/16 -> vitb16, a weights file -> its
+# stem (same rule as trainers/clip_trainer.py backbone_tag, which names strong_base/ files).
 tr_backbone_tag() {
-    local tag="${1,,}"
+    local tag=$1
+    if [[ -f "$tag" ]]; then
+        tag=$(basename "$tag")
+        tag=${tag%.*}
+    fi
+    tag="${tag,,}"
     tag="${tag//\//}"
     tag="${tag//-/}"
+    tag="${tag//@/}"
     echo "$tag"
 }
 
@@ -255,6 +262,7 @@ tr_parse_args() {
         tr_die "--load-epoch '$LOAD_EPOCH_ARG' is not a positive whole number"
     [[ "$BACKBONE" =~ ^[A-Za-z0-9/@._-]+$ ]] || tr_die "--backbone '$BACKBONE' is not a backbone name such as RN50 or ViT-B/16"
     TAG=$(tr_backbone_tag "$BACKBONE")
+    [[ ! -f "$BACKBONE" ]] || BACKBONE=$(tr_abspath "$BACKBONE")  # train.py runs from the repo root
 
     # Settings that name the output folder must come from the options, or two different
     # runs would share one folder and the second would be skipped as finished.
