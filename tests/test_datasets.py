@@ -263,6 +263,10 @@ def test_unreadable_image_is_named(tmp_path, capsys):
     assert main(["--root", root, "--dataset", "Caltech101"]) == 0  # loading lists files, does not decode them
     assert main(["--root", root, "--dataset", "Caltech101", "--verify-images"]) == 1
     assert f"cannot read image {bad}" in capsys.readouterr().err
+    from engine.utils.tools import read_image  # what the data loader uses on each item
+
+    with pytest.raises(DataError, match=f"Cannot read image {bad}"):
+        read_image(bad)
 
 
 # ------------------------------------------------------------------------------------------ tools
