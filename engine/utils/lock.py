@@ -16,8 +16,13 @@ class OutputDirLock:
         self._file = None
 
     def acquire(self):
-        os.makedirs(self.output_dir, exist_ok=True)
-        f = open(self.path, "a+")
+        try:
+            os.makedirs(self.output_dir, exist_ok=True)
+            f = open(self.path, "a+")
+        except OSError as e:  # read-only or foreign folder, full disk: say so before anything runs
+            raise UserError(
+                f"Cannot write to the output folder {self.output_dir} ({e.strerror or e}); make it writable "
+                "or pass a different --output-dir.") from e
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
