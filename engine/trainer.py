@@ -180,7 +180,18 @@ class TrainerBase:
         if not torch.isfinite(loss).all():
             raise TrainingDiverged(
                 f"Loss is {loss.item()} at epoch {self.epoch + 1} batch {getattr(self, 'batch_idx', 0) + 1}; "
-                f"the last good checkpoint in {self.output_dir} is kept: lower OPTIM.LR or train in fp32.")
+                f"{self._last_good_checkpoint()}: lower OPTIM.LR or train in fp32.")
+
+    def _last_good_checkpoint(self):
+        """Where the run would resume from, in words (nothing is saved after a NaN)."""
+        directory = getattr(self, "output_dir", "")
+        try:
+            kept = [read_pointer(os.path.join(directory, name)) for name in self.get_model_names()]
+        except CheckpointError:
+            kept = [None]
+        if not kept or None in kept:
+            return f"no checkpoint was saved yet in {directory}"
+        return f"the last good checkpoint {', '.join(kept)} is kept"
 
     def model_zero_grad(self, names=None):
         for name in self.get_model_names(names):
