@@ -121,12 +121,15 @@ def main(argv=None):
         if torch.cuda.is_available() and cfg.USE_CUDA:
             torch.backends.cudnn.benchmark = True
         log_args(args, cfg)
-        save_config(cfg)
+        # config.yaml is written once the inputs proved usable: a mistyped command leaves
+        # the config.yaml of the run already in this folder where it is
         trainer = build_trainer(cfg)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            save_config(cfg)
             trainer.test()
             return trainer
+        save_config(cfg)
         if not args.no_train:
             trainer.train()
         return trainer
