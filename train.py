@@ -135,12 +135,23 @@ def main(argv=None):
         return trainer
 
 
+def one_sentence(error):
+    """The message of a UserError; one raised in a DataLoader worker comes wrapped in the
+    worker's traceback ("Caught DataError in DataLoader worker process 0 ..."): keep its last line."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def cli():
     try:
         main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "error: %s", (e,), None)
+        message = one_sentence(e)
+        print(f"error: {message}", file=sys.stderr)
+        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "error: %s", (message,), None)
         for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
             if isinstance(handler, logging.FileHandler):
                 handler.emit(record)
