@@ -267,6 +267,23 @@ class SimpleTrainer(TrainerBase):
         self.num_source_domains = dm.num_source_domains
         self.lab2cname = dm.lab2cname
         self.dm = dm
+        self.warn_short_classes(dm.dataset.train_x)
+
+    def warn_short_classes(self, train_x, show=5):
+        """Say, on every run (a cached few-shot sample included), when classes have fewer than NUM_SHOTS images."""
+        num_shots = self.cfg.DATASET.NUM_SHOTS
+        if num_shots < 1 or not train_x:
+            return
+        counts = OrderedDict()
+        for item in train_x:
+            counts[item.label] = counts.get(item.label, 0) + 1
+        short = [(label, n) for label, n in sorted(counts.items()) if n < num_shots]
+        if not short:
+            return
+        used = ", ".join(f"{n} for {self.lab2cname.get(label, label)}" for label, n in short[:show])
+        more = f" and {len(short) - show} more classes" if len(short) > show else ""
+        logger.warning("DATASET.NUM_SHOTS is %d but %d of %d classes have fewer training images; used %s%s",
+                       num_shots, len(short), len(counts), used, more)
 
     def build_model(self):
         raise NotImplementedError
