@@ -294,6 +294,10 @@ class SimpleTrainer(TrainerBase):
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        dassl_epoch = (freq > 0 and self.start_epoch % freq == 0) or self.start_epoch == self.max_epoch
+        if self.start_epoch and not dassl_epoch and directory == self.output_dir:
+            self._rolling_epoch = self.start_epoch  # a resume-only checkpoint: replaced by the next one
         self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
