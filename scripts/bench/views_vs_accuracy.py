@@ -40,17 +40,17 @@ MODEL: {{BACKBONE: {{NAME: "{clip}"}}}}
 """
 
 
-def make_folder(root, classes, per_class, size=48, seed=0):
-    """<root>/<class>/<i>.jpg: noise plus a class-coloured 14 px patch at a random place."""
+def make_folder(root, classes, per_class, size=48, patch=24, seed=0):
+    """<root>/<class>/<i>.jpg: noise plus a class-coloured square patch at a random place."""
     rng = np.random.default_rng(seed)
     palette = rng.integers(40, 216, (classes, 3))
     for c in range(classes):
         folder = os.path.join(root, f"class{c}")
         os.makedirs(folder, exist_ok=True)
         for i in range(per_class):
-            img = rng.normal(128, 40, (size, size, 3))
-            y, x = rng.integers(0, size - 14, 2)
-            img[y:y + 14, x:x + 14] = palette[c] + rng.normal(0, 10, 3)
+            img = rng.normal(128, 25, (size, size, 3))
+            y, x = rng.integers(0, size - patch + 1, 2)
+            img[y:y + patch, x:x + patch] = palette[c] + rng.normal(0, 10, 3)
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i}.jpg"))
     return root
 
@@ -72,7 +72,7 @@ def main(argv=None):
 
     work = args.out or tempfile.mkdtemp(prefix="views_vs_accuracy-")
     os.environ["TASKRES_FEATURE_CACHE"] = os.path.join(work, "cache")
-    data = make_folder(os.path.join(work, "data"), args.classes, per_class=max(20, 3 * args.shots))
+    data = make_folder(os.path.join(work, "data"), args.classes, per_class=max(40, 3 * args.shots))
     clip_path = os.path.join(work, "tiny_vit.pt")
     if not os.path.exists(clip_path):
         save_tiny_clip(clip_path, vision="vit")
