@@ -20,6 +20,10 @@ from .io import atomic_torch_save, atomic_write_text, mkdir_if_missing
 logger = logging.getLogger(__name__)
 
 POINTER_FILE = "checkpoint"
+# what unpickling damaged bytes raises: besides the usual, random bytes decode to absurd
+# lengths (MemoryError, OverflowError) or to calls with the wrong arguments (TypeError, ...)
+UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, MemoryError,
+              OverflowError, TypeError, KeyError, IndexError, AttributeError)
 BEST_NAME = "model-best.pth.tar"
 
 
@@ -58,7 +62,7 @@ def load_checkpoint(fpath, map_location="cpu"):
         raise CheckpointError(f'Checkpoint not found at "{fpath}".')
     try:
         return torch.load(fpath, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except UNREADABLE as e:
         raise CheckpointError(
             f"Checkpoint {fpath} is truncated or corrupt ({type(e).__name__}); delete it (and point "
             f"{POINTER_FILE} at an earlier file if you want to resume from there).") from e
