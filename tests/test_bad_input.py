@@ -176,7 +176,8 @@ def test_checkpoint_of_another_class_count_names_the_file(prior, tmp_path, monke
 def test_more_shots_than_a_class_has_warns_with_the_count_used(prior, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(prior["data"], data)  # 10 images per class: 5 train, 2 val, 3 test
-    expected = "DATASET.NUM_SHOTS is 8 but 3 of 3 classes have fewer training images; used 5 for bird, 5 for cat, 5 for dog"
+    expected = ("DATASET.NUM_SHOTS is 8 but 3 of 3 classes have fewer training images; "
+                "used 5 for bird, 5 for cat, 5 for dog")
     for attempt in ("drawn", "cached"):  # said again when the few-shot sample comes from its cache
         out = tmp_path / attempt
         trainer = run_train("--root", data, "--seed", 1, "--trainer", "TaskRes", "--config-file", prior["cfg"],
@@ -203,8 +204,8 @@ def test_undecodable_image_is_named(prior, tmp_path, monkeypatch, capsys, worker
     argv = base(data, prior["cfg"], tmp_path / "out", opts=["DATASET.NUM_SHOTS", 16, "DATALOADER.NUM_WORKERS", workers])
     code, err = cli(argv, monkeypatch, capsys)
     assert code == 2
-    assert_one_sentence(err, rf"Cannot read image {bad} \(cannot identify image file .*\); the file is corrupt or not an "
-                             r"image: replace or remove it.")
+    assert_one_sentence(err, rf"Cannot read image {bad} \(cannot identify image file .*\); "
+                             r"the file is corrupt or not an image: replace or remove it.")
     assert bad.read_bytes() == b"not a jpeg at all"
 
 

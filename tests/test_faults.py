@@ -297,14 +297,18 @@ def test_corrupt_feature_cache_bundle_is_named_and_rebuilt(tmp_path, caplog, dam
 
     tfm = T.Compose([T.Resize(8), T.CenterCrop(8), T.ToTensor()])
     store = FeatureStore(str(tmp_path / "cache"))
-    first = store.features(encode, items, tfm, "enc", "tfm", "g/test", ["test"], is_train=False, dtype=torch.float32)
+
+    def features():
+        return store.features(encode, items, tfm, "enc", "tfm", "g/test", ["test"], is_train=False, dtype=torch.float32)
+
+    first = features()
     path = store.bundle_path("enc", "tfm", "test", "g/test")
     damage(path)
     with caplog.at_level(logging.WARNING, logger="engine.features"):
-        again = store.features(encode, items, tfm, "enc", "tfm", "g/test", ["test"], is_train=False, dtype=torch.float32)
+        again = features()
     assert f"Feature cache file {path} is corrupt" in caplog.text and "rebuilding it" in caplog.text
     assert torch.equal(first, again) and sum(calls) == 6  # encoded again, same values
-    third = store.features(encode, items, tfm, "enc", "tfm", "g/test", ["test"], is_train=False, dtype=torch.float32)
+    third = features()
     assert torch.equal(first, third) and sum(calls) == 6  # the rebuilt bundle is read back
 
 
