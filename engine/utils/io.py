@@ -9,6 +9,7 @@ def _atomic(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues on a shared machine must read results
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -18,6 +19,12 @@ def _atomic(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text):
