@@ -16,7 +16,6 @@ import warnings
 import torch
 
 import clip
-from clip import weights as clip_weights
 from engine import TrainerX
 from engine.data.transforms import transform_signature
 from engine.errors import ConfigError
@@ -43,13 +42,8 @@ def weights_identity(cfg):
     name = cfg.MODEL.BACKBONE.NAME
     if not cfg.MODEL.BACKBONE.PRETRAINED:
         return f"untrained:{name}:seed0"
-    if cfg.MODEL.BACKBONE.WEIGHTS:
-        return file_identity(os.path.expanduser(cfg.MODEL.BACKBONE.WEIGHTS))
-    if name in clip_weights.OPENAI_URLS:
-        return file_identity(clip_weights.cached_file_path(name, cfg.MODEL.BACKBONE.CACHE_DIR or None))
-    if os.path.isfile(os.path.expanduser(name)):
-        return file_identity(os.path.expanduser(name))
-    return f"open_clip:{name}"
+    path = clip.local_weights_path(name, cfg.MODEL.BACKBONE.CACHE_DIR or None, cfg.MODEL.BACKBONE.WEIGHTS or None)
+    return file_identity(path) if path else f"open_clip:{name}"  # open_clip tags: its own cache
 
 
 def build_untrained_clip(name, device):
@@ -60,7 +54,7 @@ def build_untrained_clip(name, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = open_clip.create_model(arch, pretrained=None)
-    model = clip.loader._add_attributes(model)
+    model = clip.add_attributes(model)
     return model.to(device).eval()
 
 
