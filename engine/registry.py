@@ -5,6 +5,8 @@ KeyError whose message lists the valid names and the closest match.
 """
 import difflib
 
+from .errors import ConfigError
+
 
 class Registry:
     """A named table of classes.
@@ -42,9 +44,10 @@ class Registry:
         self._do_register(obj.__name__, obj, force=force)
         return obj
 
-    def get(self, name):
+    def get(self, name, hint=""):
+        """The object registered as ``name``; an unknown name raises ConfigError (a KeyError) + ``hint``."""
         if name not in self._obj_map:
-            raise KeyError(self.unknown_name_message(name))
+            raise ConfigError(self.unknown_name_message(name) + hint)
         return self._obj_map[name]
 
     def unknown_name_message(self, name):

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, UserError
+from .errors import CheckpointError, UserError
 from .evaluation import build_evaluator
 from .registry import Registry
 from .utils.checkpoint import (
@@ -38,11 +38,9 @@ class TrainingDiverged(UserError, FloatingPointError):
 
 
 def build_trainer(cfg):
-    name = cfg.TRAINER.NAME
-    if name not in TRAINER_REGISTRY:
-        raise ConfigError(TRAINER_REGISTRY.unknown_name_message(name) + " Pass one with --trainer.")
-    logger.info("Loading trainer: %s", name)
-    return TRAINER_REGISTRY.get(name)(cfg)
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME, hint=" Pass one with --trainer.")
+    logger.info("Loading trainer: %s", cfg.TRAINER.NAME)
+    return trainer_cls(cfg)
 
 
 def select_device(cfg):

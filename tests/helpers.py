@@ -6,6 +6,7 @@
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -99,3 +100,13 @@ def accuracies(log_path):
     """Every `* accuracy: X%` value in a log, in order."""
     with open(log_path) as f:
         return [float(x) for x in re.findall(r"\* accuracy: ([\d.]+)%", f.read())]
+
+
+def copy_run(src, dst):
+    """A finished run moved to ``dst``, as if it had been run there (its config names ``dst``)."""
+    shutil.copytree(src, dst)
+    path = os.path.join(str(dst), "config.yaml")
+    with open(path) as f:
+        text = f.read().replace(str(src), str(dst))
+    with open(path, "w") as f:
+        f.write(text)

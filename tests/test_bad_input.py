@@ -14,7 +14,8 @@ import torch
 
 import train
 from dataset_replicas import build_replica
-from helpers import accuracies, make_image_folder, run_train, run_train_subprocess, tiny_clip, write_tiny_config
+from helpers import (
+    accuracies, copy_run, make_image_folder, run_train, run_train_subprocess, tiny_clip, write_tiny_config)
 
 EPOCHS = 2
 
@@ -35,15 +36,6 @@ def base(data, cfg, out, *flags, opts=()):
     return ["--root", data, "--seed", 1, "--trainer", "TaskRes", "--config-file", cfg, "--output-dir", out, *flags,
             "DATASET.NUM_SHOTS", 4, *opts]
 
-
-def copy_run(src, dst):
-    """The finished run as if it had been run in ``dst`` (its config names ``dst``)."""
-    shutil.copytree(src, dst)
-    path = os.path.join(str(dst), "config.yaml")
-    with open(path) as f:
-        text = f.read().replace(str(src), str(dst))
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def snapshot(folder):

@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import pytest
 import torch
 
 from engine.errors import CheckpointError, DataError, UserError
-from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+from helpers import ROOT, accuracies, copy_run, make_image_folder, run_train, tiny_clip, write_tiny_config
 
 EPOCHS = 6
 # 4 shots x 3 classes with batch 4: three batches per epoch, so "mid-epoch" exists
@@ -89,15 +88,6 @@ def assert_same_as_reference(out, assets):
     assert accuracies(newest_log(out))[-1] == assets["accuracy"]
     assert torch.equal(final_residual(out), assets["residual"])
 
-
-def copy_run(src, dst):
-    """A finished run moved to ``dst``, as if it had been run there (its config names ``dst``)."""
-    shutil.copytree(src, dst)
-    path = os.path.join(str(dst), "config.yaml")
-    with open(path) as f:
-        text = f.read().replace(str(src), str(dst))
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def snapshot(folder, skip=(".run.lock",)):

@@ -224,10 +224,6 @@ def _read_fewshot_cache(path, source_id, root):
 
 def build_dataset(cfg):
     """Instantiate the dataset class named by ``cfg.DATASET.NAME``."""
-    from ..errors import ConfigError
-
-    name = cfg.DATASET.NAME
-    if name not in DATASET_REGISTRY:
-        raise ConfigError(DATASET_REGISTRY.unknown_name_message(name) + " Set DATASET.NAME or --dataset-config-file.")
-    logger.info("Loading dataset: %s", name)
-    return DATASET_REGISTRY.get(name)(cfg)
+    dataset_cls = DATASET_REGISTRY.get(cfg.DATASET.NAME, hint=" Set DATASET.NAME or --dataset-config-file.")
+    logger.info("Loading dataset: %s", cfg.DATASET.NAME)
+    return dataset_cls(cfg)
