@@ -1,8 +1,10 @@
 """`make demo`: few-shot Fashion-MNIST with CLIP RN50 - zero-shot CLIP vs TaskRes at 1/4/16 shots.
 
 Uses the real CLIP RN50 weights when they are in the cache (~/.cache/clip/RN50.pt, or
-$TASKRES_CLIP_CACHE); otherwise it says where to put them and runs on an untrained RN50,
-labelled as such (the numbers then only show that the pipeline works). Images are encoded
+$TASKRES_CLIP_CACHE); otherwise it says where to put them and runs on an untrained backbone,
+labelled as such. That backbone is ViT-B/32, not RN50: a randomly initialised RN50 zeroes the
+last BN of every residual block, so all images get nearly the same feature (cosine 0.9996)
+and nothing could be learned, while random ViT-B/32 features still tell images apart. Images are encoded
 once into the feature cache, so a second `make demo` takes seconds. The table is printed and
 written to output/demo/results.md.
 """
@@ -39,19 +41,20 @@ def main():
 
     weights = clip_weights.cached_file_path("RN50")
     pretrained = os.path.isfile(weights)
-    label = "CLIP RN50" if pretrained else "untrained RN50 (random weights)"
+    backbone = "RN50" if pretrained else "ViT-B/32"
+    label = "CLIP RN50" if pretrained else "untrained ViT-B/32 (random weights)"
     if not pretrained:
         print(f"CLIP RN50 weights not found at {weights}: put RN50.pt there (see README) for real numbers.\n"
-              "Running on an untrained RN50 instead: the accuracies below only show the pipeline works.\n")
+              "Running on an untrained ViT-B/32 instead: the accuracies below only show the pipeline works.\n")
     common = [
-        "--root", args.data, "--seed", args.seed,
+        "--root", args.data, "--seed", args.seed, "--backbone", backbone,
         "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", "fashion_mnist.yaml"),
         "DATASET.TEST_SUBSET", args.test_per_class,
         "DATALOADER.NUM_WORKERS", min(4, os.cpu_count() or 1),
         "MODEL.BACKBONE.PRETRAINED", pretrained,
         "VERBOSE", False,
     ]
-    tag = "rn50" if pretrained else "rn50-untrained"
+    tag = "rn50" if pretrained else "vitb32-untrained"
     logging.getLogger().setLevel(logging.INFO)
     start = time.time()
     rows = []
