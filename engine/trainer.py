@@ -292,9 +292,7 @@ class SimpleTrainer(TrainerBase):
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        dassl_epoch = (freq > 0 and self.start_epoch % freq == 0) or self.start_epoch == self.max_epoch
-        if self.start_epoch and not dassl_epoch and directory == self.output_dir:
+        if self.start_epoch and not self.is_dassl_checkpoint(self.start_epoch) and directory == self.output_dir:
             self._rolling_epoch = self.start_epoch  # a resume-only checkpoint: replaced by the next one
         self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
@@ -312,23 +310,26 @@ class SimpleTrainer(TrainerBase):
         logger.info("Elapsed: %s", elapsed)
         self.close_writer()
 
+    def is_dassl_checkpoint(self, epoch):
+        """Whether Dassl saves after (1-based) ``epoch``: at CHECKPOINT_FREQ and at the last epoch."""
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        return (freq > 0 and epoch % freq == 0) or epoch == self.max_epoch
+
     def after_epoch(self):
         self.update_lr()  # Dassl steps the scheduler once per epoch, after its last batch
-        last_epoch = (self.epoch + 1) == self.max_epoch
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        scheduled = self.is_dassl_checkpoint(self.epoch + 1)
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_NAME)
         resume_due = time.time() - self._last_save >= self.cfg.TRAIN.RESUME_SAVE_SECONDS
-        if meet_checkpoint_freq or last_epoch or resume_due:
+        if scheduled or resume_due:
             self.save_model(self.epoch, self.output_dir)
             self._last_save = time.time()
             self._drop_rolling_checkpoint()
             # a checkpoint Dassl would not have written is kept only until the next one lands
-            self._rolling_epoch = None if (meet_checkpoint_freq or last_epoch) else self.epoch + 1
+            self._rolling_epoch = None if scheduled else self.epoch + 1
 
     def _drop_rolling_checkpoint(self):
         if self._rolling_epoch is None:
