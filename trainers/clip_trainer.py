@@ -139,7 +139,7 @@ class FrozenCLIPTrainer(TrainerX):
 
         ds = self.dm.dataset
         self.train_loader_x = loader(ds.train_x, self.train_loader_x, True, "train")
-        # ImageNet's val set is its test set: share the test features instead of encoding them twice
-        same_as_test = ds.val is not None and [d.impath for d in ds.val] == [d.impath for d in ds.test]
-        self.val_loader = loader(ds.val, self.val_loader, False, "test" if same_as_test else "val")
         self.test_loader = loader(ds.test, self.test_loader, False, "test")
+        # ImageNet's val set is its test set: the test loader serves both, read from disk once
+        same_as_test = ds.val is not None and [d.impath for d in ds.val] == [d.impath for d in ds.test]
+        self.val_loader = self.test_loader if same_as_test else loader(ds.val, self.val_loader, False, "val")
