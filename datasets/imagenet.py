@@ -1,14 +1,23 @@
 """ImageNet in CoOp's layout: ``imagenet/images/{train,val}/<wnid>/`` + ``imagenet/classnames.txt``.
 
-Read straight from the folders (CoOp caches a ``preprocessed.pkl`` with absolute paths; we do not).
-The helpers here are shared by the ImageNet test-only variants.
+Class folders are sorted (labels follow that order) but each folder's images are kept in
+``os.listdir`` order, as CoOp lists them: the few-shot draw ``random.sample`` picks by position,
+so sorting would pick other images than CoOp on the same folder. That order is filesystem-
+dependent (a copy of the folder may list differently), which is why CoOp caches the lists in
+``imagenet/preprocessed.pkl``: when that file is present it is read (restricted unpickler,
+paths rebased onto DATASET.ROOT when the data moved) so a user's earlier lists, and therefore
+draws, are reused. The helpers here are shared by the ImageNet test-only variants.
 """
+import logging
 import os
 
+from engine.data.dassl_pickle import read_dassl_pickle, rebase_items
 from engine.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
 from engine.errors import DataError
 
 from .utils import apply_protocol, dataset_root, doc_ref, list_images, list_subdirs, read_classnames, require_dataset_dir, require_path
+
+logger = logging.getLogger(__name__)
 
 
 def find_classnames_file(dataset_dir, root, dataset):
@@ -25,7 +34,10 @@ def find_classnames_file(dataset_dir, root, dataset):
 
 
 def read_wnid_folders(image_dir, classnames, dataset, folders=None):
-    """Items of ``image_dir/<wnid>/<images>``, labelled by the sorted folder order (CoOp's rule)."""
+    """Items of ``image_dir/<wnid>/<images>``, labelled by the sorted folder order (CoOp's rule).
+
+    Images inside a folder stay in ``os.listdir`` order, as CoOp's ``listdir_nohidden`` gives them.
+    """
     folders = list_subdirs(image_dir) if folders is None else folders
     if not folders:
         raise DataError(f"{dataset}: no class folders in {image_dir}; see {doc_ref(dataset)}.")
@@ -39,7 +51,7 @@ def read_wnid_folders(image_dir, classnames, dataset, folders=None):
     for label, folder in enumerate(folders):
         folder_path = os.path.join(image_dir, folder)
         items.extend(Datum(impath=os.path.join(folder_path, name), label=label, classname=classnames[folder])
-                     for name in list_images(folder_path))
+                     for name in list_images(folder_path, sort=False))
     if not items:
         raise DataError(f"{dataset}: the class folders of {image_dir} hold no images; see {doc_ref(dataset)}.")
     return items, folders
@@ -54,6 +66,18 @@ class ImageNet(DatasetBase):
     def __init__(self, cfg):
         root = dataset_root(cfg)
         self.dataset_dir = require_dataset_dir(os.path.join(root, self.dataset_dir), "ImageNet", "imagenet")
+        self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
+        if os.path.exists(self.preprocessed):  # CoOp's cached lists: their order fixes the few-shot draw
+            data = read_dassl_pickle(self.preprocessed, ["train", "test"])
+            train = rebase_items(data["train"], self.dataset_dir, self.preprocessed, check="first_per_label")
+            test = rebase_items(data["test"], self.dataset_dir, self.preprocessed, check="first_per_label")
+            logger.info("ImageNet: read the train/test lists from CoOp's %s", self.preprocessed)
+        else:
+            train, test = self.read_folders()
+        train, val, test = apply_protocol(self, cfg, train, None, test, fewshot_val=False)
+        super().__init__(train_x=train, val=val, test=test)
+
+    def read_folders(self):
         self.image_dir = require_path(os.path.join(self.dataset_dir, "images"), "ImageNet", "image folder")
         classnames = read_classnames(
             require_path(os.path.join(self.dataset_dir, "classnames.txt"), "ImageNet", "classnames.txt",
@@ -69,5 +93,4 @@ class ImageNet(DatasetBase):
                 f"order), got {len(val_folders)} and {len(train_folders)}; see {doc_ref('ImageNet')}."
             )
         test, _ = read_wnid_folders(val_dir, classnames, "ImageNet", folders=val_folders)
-        train, val, test = apply_protocol(self, cfg, train, None, test, fewshot_val=False)
-        super().__init__(train_x=train, val=val, test=test)
+        return train, test

@@ -33,5 +33,5 @@ class ImageNetV2(DatasetBase):
                     f"named 0..{len(classnames) - 1}); see {doc_ref('ImageNetV2')}."
                 )
             items.extend(Datum(impath=os.path.join(class_dir, name), label=label, classname=classnames[wnid])
-                         for name in list_images(class_dir))
+                         for name in list_images(class_dir, sort=False))  # CoOp's listing order
         return items

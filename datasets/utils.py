@@ -56,10 +56,10 @@ def list_subdirs(path):
     return [name for name in listdir_nohidden(path) if os.path.isdir(os.path.join(path, name))]
 
 
-def list_images(folder):
-    """Sorted image file names (by extension) in ``folder``."""
+def list_images(folder, sort=True):
+    """Image file names (by extension) in ``folder``: sorted, or in ``os.listdir`` order with ``sort=False``."""
     return [
-        name for name in listdir_nohidden(folder)
+        name for name in listdir_nohidden(folder, sort=sort)
         if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name))
     ]
 

@@ -4,7 +4,8 @@ Few-shot sampling is Dassl's: group items by label in first-appearance order, th
 ``random.sample(items, K)`` per label (all items when a class has fewer). CoOp samples train
 with K shots, then val with min(K, 4), and caches the result per (K, seed); we cache it as
 json with paths relative to the dataset folder (portable), and rebuild a stale or corrupt
-cache instead of trusting it.
+cache instead of trusting it. A ``shot_K-seed_S.pkl`` that CoOp/TaskRes wrote in the same folder
+is preferred over both (the user's earlier sample is reused), read with `dassl_pickle`.
 """
 import hashlib
 import json
@@ -137,11 +138,14 @@ class DatasetBase:
 
         Draws train at ``num_shots`` then val at ``min(num_shots, 4)`` from a ``random.Random(seed)``
         (equal to Dassl's draws after ``random.seed(seed)``), cached in
-        ``<dataset_root>/split_fewshot/shot_K-seed_S.json``.
+        ``<dataset_root>/split_fewshot/shot_K-seed_S.json``; CoOp's ``shot_K-seed_S.pkl`` there wins.
         """
         if num_shots < 1:
             return train, val
         cache_dir = os.path.join(dataset_root, "split_fewshot")
+        coop_path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.pkl")
+        if os.path.exists(coop_path):  # drawn earlier by CoOp/TaskRes: the user's sample wins over ours
+            return _read_coop_fewshot(coop_path, train, val, dataset_root)
         path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
         source_id = _fingerprint(train, val)
         cached = _read_fewshot_cache(path, source_id, dataset_root)
@@ -220,6 +224,24 @@ def _read_fewshot_cache(path, source_id, root):
         os.replace(path, bad)
         logger.warning("Few-shot cache %s is corrupt (%s): moved it to %s and drawing it again", path, e, bad)
         return None
+
+
+def _read_coop_fewshot(path, train, val, dataset_root):
+    """CoOp's ``split_fewshot/shot_K-seed_S.pkl``: {"train", "val"} (ImageNet's has "train" only)."""
+    from .dassl_pickle import read_dassl_pickle, rebase_items
+
+    data = read_dassl_pickle(path, ["train"], optional=["val"])
+    if val and "val" not in data:
+        raise DataError(f'{path} has no "val" list, which this dataset needs; delete it so the sample is drawn again.')
+    new_train = rebase_items(data["train"], dataset_root, path)
+    new_val = rebase_items(data["val"], dataset_root, path) if val else val
+    known = {item.impath for item in train}
+    stray = sum(item.impath not in known for item in new_train)
+    if stray:  # CoOp trusts its pickle too; say so when it no longer matches the split on disk
+        logger.warning("%d of the %d images in %s are not in this dataset's train split; using the file as it is",
+                       stray, len(new_train), path)
+    logger.info("Loading preprocessed few-shot data from %s (CoOp's pickle)", path)
+    return new_train, new_val
 
 
 def build_dataset(cfg):
