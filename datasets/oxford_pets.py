@@ -2,10 +2,9 @@
 import os
 
 from engine.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
-from engine.errors import DataError
 
-from .utils import (apply_protocol, dataset_root, load_or_generate_split, require_dataset_dir, require_path,
-                    split_trainval)
+from .utils import (apply_protocol, dataset_root, load_or_generate_split, malformed_line, require_dataset_dir,
+                    require_path, split_trainval)
 
 
 @DATASET_REGISTRY.register()
@@ -47,10 +46,9 @@ class OxfordPets(DatasetBase):
                 try:
                     imname, label, _species, _breed_id = line.split(" ")
                     label = int(label) - 1
-                except ValueError as e:
-                    raise DataError(
-                        f"OxfordPets: line {lineno} of {filepath} is not '<image> <class id> <species> <breed id>': {line!r}."
-                    ) from e
+                except ValueError:
+                    raise malformed_line("OxfordPets", filepath, lineno, line,
+                                         "'<image> <class id> <species> <breed id>'") from None
                 breed = "_".join(imname.split("_")[:-1]).lower()
                 items.append(Datum(impath=os.path.join(self.image_dir, imname + ".jpg"), label=label, classname=breed))
         return items

@@ -5,8 +5,8 @@ import re
 from engine.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
 from engine.errors import DataError
 
-from .utils import (apply_protocol, dataset_root, load_or_generate_split, require_dataset_dir, require_path,
-                    split_trainval)
+from .utils import (apply_protocol, dataset_root, load_or_generate_split, malformed_line, require_dataset_dir,
+                    require_path, split_trainval)
 
 
 def split_camel_case(action):
@@ -30,11 +30,15 @@ class UCF101(DatasetBase):
 
         def generate():
             cname2lab = {}
-            with open(os.path.join(list_dir, "classInd.txt")) as f:
-                for line in f:
+            class_file = os.path.join(list_dir, "classInd.txt")
+            with open(class_file) as f:
+                for lineno, line in enumerate(f, 1):
                     if line.strip():
-                        label, action = line.strip().split(" ")
-                        cname2lab[action] = int(label) - 1
+                        try:
+                            label, action = line.strip().split(" ")
+                            cname2lab[action] = int(label) - 1
+                        except ValueError:
+                            raise malformed_line("UCF101", class_file, lineno, line, "'<class index> <ActionName>'") from None
             trainval = self.read_data(cname2lab, os.path.join(list_dir, "trainlist01.txt"))
             test = self.read_data(cname2lab, os.path.join(list_dir, "testlist01.txt"))
             train, val = split_trainval(trainval, dataset="UCF101")
@@ -49,13 +53,16 @@ class UCF101(DatasetBase):
         """Lines ``Action/v_Action_gXX_cYY.avi [label]``."""
         items = []
         with open(text_file) as f:
-            for line in f:
+            for lineno, line in enumerate(f, 1):
                 entry = line.strip().split(" ")[0]
                 if not entry:
                     continue
-                action, filename = entry.split("/")
+                try:
+                    action, filename = entry.split("/")
+                except ValueError:
+                    raise malformed_line("UCF101", text_file, lineno, line, "'<Action>/<video>.avi [label]'") from None
                 if action not in cname2lab:
-                    raise DataError(f'UCF101: action "{action}" in {text_file} is not listed in classInd.txt.')
+                    raise DataError(f'UCF101: action "{action}" on line {lineno} of {text_file} is not listed in classInd.txt.')
                 classname = split_camel_case(action)
                 impath = os.path.join(self.image_dir, classname, filename.replace(".avi", ".jpg"))
                 items.append(Datum(impath=impath, label=cname2lab[action], classname=classname))

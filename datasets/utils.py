@@ -184,14 +184,21 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
     return split_three_ways(groups, p_trn, p_val, rng=rng, dataset=dataset)
 
 
+def malformed_line(dataset, path, lineno, line, expected):
+    """The one-sentence error for a line of a dataset's text file that does not parse."""
+    return DataError(f"{dataset}: line {lineno} of {path} is {line.strip()!r}, not {expected}; fix or re-download the file.")
+
+
 def read_classnames(text_file, dataset="ImageNet"):
     """ImageNet's ``classnames.txt``: ``<wnid> <class name>`` per line -> ordered dict wnid -> name."""
     require_path(text_file, dataset, "classnames.txt", hint="copy it from imagenet/ or download it")
     classnames = {}
     with open(text_file) as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             parts = line.strip().split(" ")
             if parts and parts[0]:
+                if len(parts) < 2 or not " ".join(parts[1:]).strip():  # a class without a name gives an empty prompt
+                    raise malformed_line(dataset, text_file, lineno, line, "'<wnid> <class name>'")
                 classnames[parts[0]] = " ".join(parts[1:])
     if not classnames:
         raise DataError(f"{dataset}: {text_file} holds no '<wnid> <class name>' lines; see {doc_ref(dataset)}.")

@@ -237,6 +237,50 @@ def test_invalid_split_json_names_the_file(tmp_path):
         load("EuroSAT", root)
 
 
+@pytest.mark.parametrize("name,relpath,lineno,bad", [
+    ("UCF101", "ucf101/ucfTrainTestlist/trainlist01.txt", 3, "ApplyEyeMakeup_v_g03_c01.avi 1"),  # no "/"
+    ("UCF101", "ucf101/ucfTrainTestlist/testlist01.txt", 2, "Archery/v_1/x.avi"),  # two "/"
+    ("UCF101", "ucf101/ucfTrainTestlist/classInd.txt", 2, "two ApplyLipstick"),  # index not an int
+    ("UCF101", "ucf101/ucfTrainTestlist/classInd.txt", 4, "4"),  # no action name
+    ("OxfordPets", "oxford_pets/annotations/trainval.txt", 3, "Abyssinian_2 1 1"),  # a field missing
+    ("OxfordPets", "oxford_pets/annotations/test.txt", 1, "Abyssinian_6 one 1 1"),  # class id not an int
+])
+def test_malformed_annotation_line_names_file_and_line(name, relpath, lineno, bad, tmp_path):
+    root = build_replica(name, tmp_path, with_split=False)  # the split is generated from these files
+    path = os.path.join(root, relpath)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    lines[lineno - 1] = bad
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        load(name, root)
+    assert str(e.value).startswith(f"{name}: line {lineno} of {path} is {bad!r}, not ")
+    assert str(e.value).count(". ") == 0  # one sentence
+
+
+def test_classnames_line_without_a_name_is_named(tmp_path):
+    root = build_replica("ImageNet", tmp_path)
+    path = os.path.join(root, "imagenet", "classnames.txt")
+    with open(path, "a") as f:
+        f.write("n99999999\n")
+    with pytest.raises(DataError, match=f"line 7 of {path} is 'n99999999', not '<wnid> <class name>'"):
+        load("ImageNet", root)
+
+
+@pytest.mark.parametrize("row", [["a.jpg", "x", "cat"], ["a.jpg", 0], "a.jpg 0 cat", [3, 0, "cat"]])
+def test_malformed_split_json_row_is_named(row, tmp_path):
+    root = build_replica("EuroSAT", tmp_path)
+    path = os.path.join(root, SPLIT_FILES["EuroSAT"])
+    with open(path) as f:
+        split = json.load(f)
+    split["val"][1] = row
+    with open(path, "w") as f:
+        json.dump(split, f)
+    with pytest.raises(DataError, match=f'split file {path} has a malformed "val" row'):
+        load("EuroSAT", root)
+
+
 def test_too_few_images_to_generate_a_split(tmp_path):
     root = build_replica("DescribableTextures", tmp_path, with_split=False)
     folder = os.path.join(root, "dtd", "images", "bubbly")
