@@ -1,16 +1,23 @@
-"""Every dataset's miniature replica trains and evaluates through train.py (TaskRes, tiny CLIP)."""
+"""Every registered dataset trains and evaluates through train.py (TaskRes, tiny CLIP), and every registered
+trainer runs end to end on one replica: tests are parametrized over the registries (timm-style), so a
+dataset or trainer registered without a replica or a run here fails a test that names it."""
 import json
 import os
 import stat
 
 import pytest
 
+import datasets  # noqa: F401  (registers every dataset)
+import trainers  # noqa: F401  (registers every trainer)
 from dataset_replicas import REPLICA_NAMES, build_replica
+from engine.data.datasets import DATASET_REGISTRY
+from engine.trainer import TRAINER_REGISTRY
 from helpers import accuracies, run_train, tiny_clip, write_tiny_config
 
 
-@pytest.mark.parametrize("name", REPLICA_NAMES)
+@pytest.mark.parametrize("name", DATASET_REGISTRY.registered_names())
 def test_taskres_runs_on_each_replica(tmp_path, name):
+    assert name in REPLICA_NAMES, f"{name} is registered but tests/dataset_replicas.py has no replica of it"
     root = build_replica(name, tmp_path / "data")
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset=name, epochs=2)
     out = tmp_path / "out"
@@ -22,3 +29,25 @@ def test_taskres_runs_on_each_replica(tmp_path, name):
     assert round(json.loads(results.read_text())["accuracy"], 1) == accuracies(out / "log.txt")[0]
     # written atomically, yet readable by colleagues (mkstemp alone would make it 0600)
     assert os.stat(results).st_mode & stat.S_IROTH
+
+
+# How each trainer is run here beyond the shared tiny config; a trainer registered without an entry
+# fails test_every_registered_trainer_runs_on_a_replica by name (add its arguments here, or a key of
+# its own config group, when it needs more than the defaults).
+TRAINER_ARGS = {
+    "TaskRes": [],
+    "StrongBase": [],
+    "ZeroshotCLIP": ["--eval-only"],
+}
+
+
+@pytest.mark.parametrize("name", TRAINER_REGISTRY.registered_names())
+def test_every_registered_trainer_runs_on_a_replica(tmp_path, name):
+    assert name in TRAINER_ARGS, f"trainer {name} is registered but has no entry in TRAINER_ARGS of this test"
+    root = build_replica("ImageFolder", tmp_path / "data")
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset="ImageFolder", epochs=2)
+    out = tmp_path / "out"
+    run_train("--root", root, "--seed", 1, "--trainer", name, "--config-file", cfg, "--output-dir", out,
+              *TRAINER_ARGS[name], "DATASET.NUM_SHOTS", 2)
+    acc = accuracies(out / "log.txt")
+    assert len(acc) == 1 and 0.0 <= acc[0] <= 100.0
