@@ -1,6 +1,7 @@
 """Load one dataset from its folder and print its class and split counts.
 
     python -m datasets.check --root DATA --dataset OxfordPets [--num-shots 16 --seed 1 --subsample base --verify-images]
+    python -m datasets.check --root DATA --dataset Elevater --elevater-name cifar-10
 """
 import argparse
 import logging
@@ -39,6 +40,7 @@ def main(argv=None):
     parser.add_argument("--num-shots", type=int, default=-1, help="DATASET.NUM_SHOTS (default: all images)")
     parser.add_argument("--seed", type=int, default=1, help="SEED for the few-shot sample")
     parser.add_argument("--subsample", default="all", choices=["all", "base", "new"], help="DATASET.SUBSAMPLE_CLASSES")
+    parser.add_argument("--elevater-name", default="", help="DATASET.ELEVATER_NAME, with --dataset Elevater (e.g. cifar-10)")
     parser.add_argument("--verify-images", action="store_true", help="also open every image")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -48,6 +50,7 @@ def main(argv=None):
     cfg.DATASET.NAME = args.dataset
     cfg.DATASET.NUM_SHOTS = args.num_shots
     cfg.DATASET.SUBSAMPLE_CLASSES = args.subsample
+    cfg.DATASET.ELEVATER_NAME = args.elevater_name
     cfg.SEED = args.seed
     try:
         dataset = build_dataset(cfg)

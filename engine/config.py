@@ -62,6 +62,7 @@ _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp: all | base | new
 _C.DATASET.TEST_SUBSET = -1  # ours: keep the first N test images per class (FashionMNIST demo); -1 = all
+_C.DATASET.ELEVATER_NAME = ""  # ours: which ELEVATER dataset DATASET.NAME "Elevater" reads (MVLPT's --dataset name)
 
 ###########################
 # Dataloader

@@ -16,7 +16,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-__all__ = ["REPLICA_NAMES", "EXPECTED", "build_replica", "write_image"]
+__all__ = ["REPLICA_NAMES", "REPLICA_OPTS", "EXPECTED", "build_replica", "write_image"]
 
 
 def write_image(path, seed=0, fmt=None, size=(8, 8)):
@@ -328,6 +328,68 @@ def _fashion(root, with_split, n_train=10, n_test=3):
 FASHION_NAMES = ["T-shirt or top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                  "ankle boot"]
 
+# ---------------------------------------------------------------- ELEVATER (vision_datasets' download layout)
+
+ELEVATER_CLASSES = ["airplane", "automobile", "bird"]
+
+
+def _write_zip(path, members):
+    """A zip holding ``{member name: seed}`` tiny PNG images."""
+    import io
+    import zipfile
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, seed in members.items():
+            buf = io.BytesIO()
+            rng = np.random.default_rng(seed)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(member, buf.getvalue())
+
+
+def elevater_iris(root, folder="classification/cifar_10_20211007", n_train=6, n_test=2):
+    """IRIS layout as vision_datasets downloads cifar-10: labels.txt, train.txt/test.txt lines
+    ``<zip>@<member> <label>`` (classes interleaved, like the real index), train.zip and val.zip."""
+    d = os.path.join(root, folder)
+    _write_text(os.path.join(d, "labels.txt"), ELEVATER_CLASSES)
+    for index, archive, n in (("train.txt", "train.zip", n_train), ("test.txt", "val.zip", n_test)):
+        members, lines = {}, []
+        for j in range(n):
+            for label, cname in enumerate(ELEVATER_CLASSES):
+                member = f"{cname}/{archive[:-4]}_{j:04d}.png"
+                members[member] = 100 * label + j + (1000 if archive == "val.zip" else 0)
+                lines.append(f"{archive}@{member} {label}")
+        _write_zip(os.path.join(d, archive), members)
+        _write_text(os.path.join(d, index), lines)
+    return d
+
+
+def elevater_coco(root, folder="classification/resisc45_clip_20210924", n_train=5, n_test=2):
+    """COCO layout as vision_datasets downloads resisc45_clip: train.json/test.json over images.zip,
+    category ids from 1 listed out of order."""
+    d = os.path.join(root, folder)
+    categories = [{"id": 2, "name": "beach"}, {"id": 1, "name": "airport"}, {"id": 3, "name": "forest"}]
+    members = {}
+    for index, n in (("train.json", n_train), ("test.json", n_test)):
+        images, annotations = [], []
+        for j in range(n):
+            for cat in categories:
+                member = f"{index[:-5]}/{cat['name']}_{j}.png"
+                members[member] = 10 * cat["id"] + j + (500 if index == "test.json" else 0)
+                images.append({"id": len(images) + 1, "file_name": f"images.zip@{member}"})
+                annotations.append({"id": len(images), "image_id": len(images), "category_id": cat["id"]})
+        _write_json(os.path.join(d, index), {"images": images, "annotations": annotations, "categories": categories})
+    _write_zip(os.path.join(d, "images.zip"), members)
+    return d
+
+
+def _elevater(root, with_split):
+    elevater_iris(root)
+
+
+# Config a replica needs beyond DATASET.NAME (as opts for train.py / keys for a cfg)
+REPLICA_OPTS = {"Elevater": {"DATASET.ELEVATER_NAME": "cifar-10"}}
+
 # ---------------------------------------------------------------- registry of builders and expectations
 
 _BUILDERS = {
@@ -335,6 +397,7 @@ _BUILDERS = {
     "EuroSAT": _eurosat, "StanfordCars": _cars, "Food101": _food, "SUN397": _sun, "Caltech101": _caltech,
     "UCF101": _ucf, "ImageNet": _imagenet, "ImageNetV2": _imagenetv2, "ImageNetSketch": _sketch,
     "ImageNetA": _imagenet_a, "ImageNetR": _imagenet_r, "FashionMNIST": _fashion, "ImageFolder": _image_folder,
+    "Elevater": _elevater,
 }
 REPLICA_NAMES = sorted(_BUILDERS)
 
@@ -358,6 +421,8 @@ EXPECTED = {
     "ImageNetR": dict(classnames=[_IN[r] for r in IMAGENET_R_ROWS], split=(6, 0, 6), generated=None),
     "FashionMNIST": dict(classnames=FASHION_NAMES, split=(80, 20, 30), generated=None),
     "ImageFolder": dict(classnames=IMAGE_FOLDER_CLASSES, split=(6, 6, 6), generated=(9, 3, 6)),
+    # MVLPT's val: the first ceil(20 %) of each class of the train index (6 -> 2)
+    "Elevater": dict(classnames=ELEVATER_CLASSES, split=(12, 6, 6), generated=None),
 }
 SPLIT_FILES = {
     "OxfordPets": "oxford_pets/split_zhou_OxfordPets.json",

@@ -9,7 +9,7 @@ import pytest
 
 import datasets  # noqa: F401  (registers every dataset)
 import trainers  # noqa: F401  (registers every trainer)
-from dataset_replicas import REPLICA_NAMES, build_replica
+from dataset_replicas import REPLICA_NAMES, REPLICA_OPTS, build_replica
 from engine.data.datasets import DATASET_REGISTRY
 from engine.trainer import TRAINER_REGISTRY
 from helpers import accuracies, run_train, tiny_clip, write_tiny_config
@@ -22,7 +22,8 @@ def test_taskres_runs_on_each_replica(tmp_path, name):
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset=name, epochs=2)
     out = tmp_path / "out"
     trainer = run_train("--root", root, "--seed", 1, "--trainer", "TaskRes", "--config-file", cfg,
-                        "--output-dir", out, "DATASET.NUM_SHOTS", 2)
+                        "--output-dir", out, "DATASET.NUM_SHOTS", 2,
+                        *[x for kv in REPLICA_OPTS.get(name, {}).items() for x in kv])
     assert len(accuracies(out / "log.txt")) == 1
     assert trainer.model.prompt_learner.base_text_features.shape[0] == trainer.num_classes
     results = out / "results_test.json"
