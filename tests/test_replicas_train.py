@@ -32,23 +32,24 @@ def test_taskres_runs_on_each_replica(tmp_path, name):
     assert os.stat(results).st_mode & stat.S_IROTH
 
 
-# How each trainer is run here beyond the shared tiny config; a trainer registered without an entry
-# fails test_every_registered_trainer_runs_on_a_replica by name (add its arguments here, or a key of
-# its own config group, when it needs more than the defaults).
+# How each trainer is run here beyond the shared tiny config: (flags, opts), "{tmp}" being the test's
+# tmp_path. A trainer registered without an entry fails test_every_registered_trainer_runs_on_a_replica
+# by name: add its arguments here when it needs more than the defaults.
 TRAINER_ARGS = {
-    "TaskRes": [],
-    "StrongBase": [],
-    "ZeroshotCLIP": ["--eval-only"],
+    "TaskRes": ([], []),
+    "StrongBase": ([], ["STRONG_BASE.ROOT", "{tmp}/strong_base"]),  # not the repository's strong_base/
+    "ZeroshotCLIP": (["--eval-only"], []),
 }
 
 
 @pytest.mark.parametrize("name", TRAINER_REGISTRY.registered_names())
 def test_every_registered_trainer_runs_on_a_replica(tmp_path, name):
     assert name in TRAINER_ARGS, f"trainer {name} is registered but has no entry in TRAINER_ARGS of this test"
+    flags, opts = TRAINER_ARGS[name]
     root = build_replica("ImageFolder", tmp_path / "data")
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset="ImageFolder", epochs=2)
     out = tmp_path / "out"
-    run_train("--root", root, "--seed", 1, "--trainer", name, "--config-file", cfg, "--output-dir", out,
-              *TRAINER_ARGS[name], "DATASET.NUM_SHOTS", 2)
+    run_train("--root", root, "--seed", 1, "--trainer", name, "--config-file", cfg, "--output-dir", out, *flags,
+              "DATASET.NUM_SHOTS", 2, *[o.format(tmp=tmp_path) for o in opts])
     acc = accuracies(out / "log.txt")
     assert len(acc) == 1 and 0.0 <= acc[0] <= 100.0
