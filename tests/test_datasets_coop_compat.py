@@ -236,3 +236,9 @@ def test_truncated_pickle_and_unplaceable_paths_are_one_sentence(tmp_path, dassl
     dassl.dump(pkl, {"train": []})
     with pytest.raises(DataError, match='has no "val" list'):
         load("OxfordPets", root, num_shots=2, seed=1)
+    dassl.dump(pkl, {"train": [dassl.Datum("/x/oxford_pets/images/a.jpg", 0, 0, ["not", "a", "name"])], "val": []})
+    with pytest.raises(DataError, match="holds an item that is not a Dassl Datum"):
+        load("OxfordPets", root, num_shots=2, seed=1)
+    dassl.dump(pkl, [dassl.Datum("/x/oxford_pets/images/a.jpg", 0, 0, "a")])
+    with pytest.raises(DataError, match="holds a list, not CoOp's dict of Datum lists"):
+        load("OxfordPets", root, num_shots=2, seed=1)

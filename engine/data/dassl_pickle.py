@@ -36,27 +36,24 @@ class _PickledDatum:
         self.state = state
 
 
-def _reconstructor(cls, base, state):
-    """``copyreg._reconstructor`` as protocols 0/1 use it for a plain object, admitted for Datum only."""
-    if cls is not _PickledDatum or base is not object or state is not None:
-        raise _Refused("copyreg._reconstructor with other arguments than Dassl's Datum")
-    return _PickledDatum()
-
-
 class _DatumUnpickler(pickle.Unpickler):
-    _ALLOWED = {
-        DASSL_DATUM: _PickledDatum,
-        ("copyreg", "_reconstructor"): _reconstructor,  # protocols 0/1 rebuild objects through it
-        ("builtins", "object"): object,  # its argument in that case
-        ("copy_reg", "_reconstructor"): _reconstructor,  # the same two under their Python 2 names, which
-        ("__builtin__", "object"): object,  # protocols 0-2 record and find_class receives unmapped
-    }
+    """Admits Dassl's Datum and, for protocols 0/1, the ``copyreg._reconstructor(Datum, object, None)`` call."""
 
     def find_class(self, module, name):
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name}") from None
+        if (module, name) == DASSL_DATUM:
+            return _PickledDatum
+        # protocols 0/1 rebuild a plain object through copyreg._reconstructor(cls, object, None); 0-2 record
+        # the Python 2 names (copy_reg, __builtin__), which find_class receives unmapped
+        if (module, name) in (("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor")):
+            return self._reconstruct  # a bound method: a BUILD opcode can not set attributes on it
+        if (module, name) in (("builtins", "object"), ("__builtin__", "object")):
+            return object
+        raise _Refused(f"{module}.{name}")
+
+    def _reconstruct(self, cls, base, state):
+        if cls is not _PickledDatum or base is not object or state is not None:
+            raise _Refused("copyreg._reconstructor with other arguments than Dassl's Datum")
+        return _PickledDatum()
 
     def persistent_load(self, pid):
         raise _Refused(f"persistent id {pid!r}")
@@ -64,11 +61,11 @@ class _DatumUnpickler(pickle.Unpickler):
 
 def _to_datum(obj, path):
     state = obj.state if isinstance(obj, _PickledDatum) else None
-    if not isinstance(state, dict) or not isinstance(state.get("_impath"), str) or not isinstance(
-            state.get("_label"), int):
-        raise DataError(f"{path} holds a Datum without a string _impath and an int _label; delete the file so it is drawn again.")
-    return Datum(impath=state["_impath"], label=state["_label"], domain=state.get("_domain", 0) or 0,
-                 classname=state.get("_classname", ""))
+    fields = (("_impath", str), ("_label", int), ("_domain", int), ("_classname", str))
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), t) for k, t in fields):
+        raise DataError(f"{path} holds an item that is not a Dassl Datum (str _impath and _classname, int _label "
+                        "and _domain); delete the file so it is drawn again.")
+    return Datum(impath=state["_impath"], label=state["_label"], domain=state["_domain"], classname=state["_classname"])
 
 
 def read_dassl_pickle(path, keys, optional=()):
