@@ -242,3 +242,15 @@ def test_truncated_pickle_and_unplaceable_paths_are_one_sentence(tmp_path, dassl
     dassl.dump(pkl, [dassl.Datum("/x/oxford_pets/images/a.jpg", 0, 0, "a")])
     with pytest.raises(DataError, match="holds a list, not CoOp's dict of Datum lists"):
         load("OxfordPets", root, num_shots=2, seed=1)
+
+
+def test_coop_imagenet_fewshot_pickle_holds_train_only(tmp_path, dassl):
+    root = build_replica("ImageNet", tmp_path / "data")
+    full = load("ImageNet", root)
+    chosen = [d for d in full.train_x if d.impath.endswith("_3.JPEG")]  # one per class
+    assert paths(chosen) != paths(load("ImageNet", root, num_shots=1, seed=2).train_x)  # also writes our json cache
+    dassl.dump(os.path.join(root, "imagenet", "split_fewshot", "shot_1-seed_2.pkl"),
+               {"train": [dassl.Datum(d.impath, d.label, 0, d.classname) for d in chosen]})
+    ds = load("ImageNet", root, num_shots=1, seed=2)
+    assert paths(ds.train_x) == paths(chosen)
+    assert ds.val == ds.test == full.test
