@@ -83,9 +83,11 @@ def read_dassl_pickle(path, keys, optional=()):
             "(it is drawn again) or replace it with the one CoOp wrote."
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise DataError(f"{path} is not a readable CoOp pickle ({type(e).__name__}: {e}); delete it so it is drawn again.") from e
+        raise DataError(
+            f"{path} is not a readable CoOp pickle ({type(e).__name__}: {e}); delete it so it is drawn again.") from e
     if not isinstance(payload, dict):
-        raise DataError(f"{path} holds a {type(payload).__name__}, not CoOp's dict of Datum lists; delete it so it is drawn again.")
+        raise DataError(
+            f"{path} holds a {type(payload).__name__}, not CoOp's dict of Datum lists; delete it so it is drawn again.")
     out = {}
     for key in tuple(keys) + tuple(k for k in optional if k in payload):
         items = payload.get(key)
@@ -121,7 +123,8 @@ def rebase_items(items, dataset_dir, source, check="all"):
         if new is None:
             raise DataError(
                 f"{source} lists {item.impath}, which does not exist and has no folder named "
-                f"{os.path.basename(os.path.normpath(dataset_dir))!r} to move onto {dataset_dir}; delete {source} so it is drawn again."
+                f"{os.path.basename(os.path.normpath(dataset_dir))!r} to move onto {dataset_dir}; "
+                f"delete {source} so it is drawn again."
             )
         rebased.append(Datum(impath=new, label=item.label, domain=item.domain, classname=item.classname))
     seen = set()
