@@ -101,6 +101,9 @@ class FashionMNIST(DatasetBase):
         labels = read_idx(_find(self.source_dir, labels_stem), 2049)
         if len(images) != len(labels):
             raise DataError(f"FashionMNIST: {images_stem} has {len(images)} images but {labels_stem} has {len(labels)} labels in {self.source_dir}.")
+        if len(labels) and int(labels.max()) >= len(CLASSNAMES):
+            raise DataError(f"FashionMNIST: {labels_stem} in {self.source_dir} holds label {int(labels.max())}, "
+                            f"beyond the {len(CLASSNAMES)} classes; reinstall dataset-fashion-mnist or replace the file.")
         return images, labels
 
     def make_items(self, split, labels):

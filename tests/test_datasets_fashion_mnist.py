@@ -88,3 +88,15 @@ def test_corrupt_idx_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "DEBIAN_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is not a readable idx file"):
         build_dataset(make_cfg(root))
+
+
+def test_label_beyond_the_ten_classes_is_named(tmp_path, monkeypatch):
+    from dataset_replicas import build_replica, write_idx
+
+    root = build_replica("FashionMNIST", tmp_path)
+    labels = np.tile(np.arange(10), 3)  # the replica's 30 test labels, the last one out of range
+    labels[-1] = 11
+    write_idx(os.path.join(root, "fashion_mnist", "t10k-labels-idx1-ubyte.gz"), labels)
+    monkeypatch.setattr(fm, "DEBIAN_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte in .* holds label 11, beyond the 10 classes"):
+        build_dataset(make_cfg(root))
