@@ -285,7 +285,9 @@ class CLIP(nn.Module):
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x).type(self.dtype)
         eot = text.argmax(dim=-1)  # the end-of-text id is the largest in each row
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        # None: the pre-projection features (the enhanced-base producer tunes its own projection)
+        return x @ self.text_projection if self.text_projection is not None else x
 
     def forward(self, image, text):
         """(logits_per_image [N_img, N_text], logits_per_text) scaled cosine similarities."""

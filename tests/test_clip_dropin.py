@@ -313,3 +313,25 @@ def test_untrained_backbone_is_our_class_and_deterministic(tiny_arch):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.testing.assert_close(TextEncoder(a)(_embed(a, tokens), tokens), a.encode_text(tokens), rtol=0, atol=1e-5)
+
+
+# ---- the repo's own text features over this model --------------------------------------------------------
+
+def test_prompt_features_with_replaced_or_removed_projection():
+    """What TaskRes' enhanced base and the StrongBase producer ask of the text side."""
+    from trainers.text_features import prompt_features
+
+    model = _vit()
+    names, templates = ["cat", "dog"], ["a photo of a {}.", "art of the {}."]
+    tokens = clip.tokenize([t.format(c) for t in templates for c in names])
+    with torch.no_grad():
+        projected = model.encode_text(tokens)
+        model.text_projection, original = None, model.text_projection
+        pre = model.encode_text(tokens)
+        model.text_projection = original
+    assert pre.shape == (4, 64)
+    torch.testing.assert_close(prompt_features(model, names, templates), projected.view(2, 2, -1))
+    torch.testing.assert_close(prompt_features(model, names, templates, projection=False), pre.view(2, 2, -1))
+    other = torch.randn(64, 32)
+    torch.testing.assert_close(prompt_features(model, names, templates, projection=other), (pre @ other).view(2, 2, -1))
+    assert model.text_projection is original  # restored
