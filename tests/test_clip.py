@@ -96,14 +96,13 @@ def test_torchscript_fixture_is_an_archive_with_openai_keys(tmp_path):
 def test_load_file_matches_in_memory_model(tmp_path, fmt, vision):
     path = save_tiny_clip(tmp_path / f"{vision}.pt", fmt=fmt, vision=vision)
     model, preprocess = clip.load(str(path))
-    from open_clip.model import CLIP
-
-    assert isinstance(model, CLIP) and not model.training
+    assert isinstance(model, clip.model.CLIP) and not model.training  # OpenAI's architecture, ours
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert model.embed_dim == 32 and model.image_resolution == 32
+    assert model.embed_dim == 32 and model.image_resolution == 32 == model.visual.input_resolution
     for attr in ("visual", "logit_scale", "text_projection", "token_embedding", "positional_embedding",
-                 "transformer", "ln_final", "attn_mask"):
+                 "transformer", "ln_final", "context_length", "dtype"):
         assert hasattr(model, attr), attr
+    assert model.transformer.resblocks[0].attn_mask.shape == (77, 77)  # the causal mask sits in the blocks
     _assert_same_outputs(model, make_tiny_clip_model(vision))
 
 
@@ -283,7 +282,7 @@ def test_mismatched_shapes_are_rejected(tmp_path):
     state["ln_final.bias"] = torch.zeros(3)
     path = tmp_path / "broken.pt"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="does not describe a CLIP model open_clip can build"):
+    with pytest.raises(CheckpointError, match="does not describe a CLIP model of OpenAI's architecture"):
         clip.load(path)
 
 

@@ -24,11 +24,6 @@ from engine.features import CachedFeatureLoader, FeatureStore, file_identity, fo
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
-# open_clip architecture names for OpenAI names, for an untrained backbone (PRETRAINED False)
-OPENAI_TO_OPEN_CLIP = {
-    "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
-    "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
-}
 
 
 def backbone_tag(name):
@@ -47,15 +42,11 @@ def weights_identity(cfg):
 
 
 def build_untrained_clip(name, device):
-    """The architecture of ``name`` with seeded random weights (the demo without weights)."""
-    import open_clip
+    """The architecture of ``name`` with seeded random weights (the demo without weights).
 
-    arch = OPENAI_TO_OPEN_CLIP.get(name, name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.create_model(arch, pretrained=None)
-    model = clip.add_attributes(model)
-    return model.to(device).eval()
+    The same class as ``clip.load`` returns (OpenAI's architecture), the same weights every time.
+    """
+    return clip.untrained_model(name, seed=0).to(device)
 
 
 class FrozenCLIPTrainer(TrainerX):
