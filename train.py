@@ -44,6 +44,16 @@ def build_parser():
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--enhanced-base", type=str, default="none", help="enhanced base file (strong_base/...) or none")
+    # MVLPT's flags (its train.py): several datasets in one run and the prompt's text length
+    parser.add_argument("--dataset", type=str, default="", help="dataset name(s), comma-separated (DATASET.DATASET)")
+    parser.add_argument("--shots", type=int, help="few-shot images per class (DATASET.NUM_SHOTS)")
+    parser.add_argument("--dataset-coop", action="store_true", help="--dataset names CoOp's datasets, not ELEVATER's")
+    parser.add_argument("--multi-task", action="store_true", help="train the --dataset tasks jointly (multitask)")
+    parser.add_argument("--multi-task-label-pertask", action="store_true",
+                        help="loss over each sample's own task's classes (DATASET.MULTITASK_LABEL_PERTASK)")
+    parser.add_argument("--multi-task-evalkey", type=str, default="average", help="'average' or a task to select on")
+    parser.add_argument("--cut-contextlen", action="store_true", help="text prompts only as long as the longest")
+    parser.add_argument("--act-ckpt", type=int, default=1, help="activation-checkpoint chunks of the text encoder")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 
@@ -71,6 +81,29 @@ def reset_cfg(cfg, args):
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
     cfg.TRAINER.TaskRes.ENHANCED_BASE = args.enhanced_base
+    reset_mvlpt_cfg(cfg, args)
+
+
+def reset_mvlpt_cfg(cfg, args):
+    """MVLPT's flags, as its reset_cfg maps them (each only when given)."""
+    if args.dataset:
+        cfg.DATASET.DATASET = args.dataset
+        if "," not in args.dataset and args.dataset_coop:
+            cfg.DATASET.NAME = args.dataset  # one CoOp dataset: also the ordinary DATASET.NAME
+    if args.shots:
+        cfg.DATASET.NUM_SHOTS = args.shots
+    if args.dataset_coop:
+        cfg.DATASET.COOP = True
+    if args.multi_task:
+        cfg.DATASET.MULTITASK = True
+    if args.multi_task_label_pertask:
+        cfg.DATASET.MULTITASK_LABEL_PERTASK = True
+    if args.multi_task_evalkey != "average":
+        cfg.DATASET.MULTITASK_EVALKEY = args.multi_task_evalkey
+    if args.cut_contextlen:
+        cfg.TRAINER.CUT_CONTEXTLEN = True
+    if args.act_ckpt != 1:
+        cfg.TRAINER.ACT_CKPT = args.act_ckpt
 
 
 def setup_cfg(args):
@@ -129,6 +162,11 @@ def main(argv=None):
             save_config(cfg)
             trainer.test()
             return trainer
+        if args.model_dir:  # MVLPT's transfer: start from a source run's prompt (model-best.pth.tar)
+            if not os.path.isdir(args.model_dir):
+                raise UserError(f"--model-dir {args.model_dir} does not exist; give the output folder of the source "
+                                "run (the one holding prompt_learner/), or leave --model-dir out.")
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
         save_config(cfg)
         if not args.no_train:
             trainer.train()

@@ -63,6 +63,15 @@ _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp: all | base | new
 _C.DATASET.TEST_SUBSET = -1  # ours: keep the first N test images per class (FashionMNIST demo); -1 = all
 _C.DATASET.ELEVATER_NAME = ""  # ours: which ELEVATER dataset DATASET.NAME "Elevater" reads (MVLPT's --dataset name)
+# MVLPT's multitask keys (engine/data/multitask.py); its train.py flags --dataset, --dataset-coop,
+# --multi-task, --multi-task-label-pertask, --multi-task-evalkey set them
+_C.DATASET.DATASET = ""  # comma-separated dataset names of one run; empty -> DATASET.NAME
+_C.DATASET.COOP = False  # the names are CoOp's datasets (True) or ELEVATER's (False, MVLPT's default)
+_C.DATASET.MULTITASK = False  # track tasks: own-task loss, per-task accuracy and their average
+# ours: True (default) -> a sample's loss is over its own task's classes; False -> the original's
+# default, a softmax over the union of every task's classes
+_C.DATASET.MULTITASK_LABEL_PERTASK = True
+_C.DATASET.MULTITASK_EVALKEY = "average"  # what best_val selects on: "average" or one task's name
 
 ###########################
 # Dataloader

@@ -1,8 +1,8 @@
 """Trainers registered in ``TRAINER_REGISTRY``; importing this package registers them all."""
-from . import cocoop, coop, strong_base, taskres, zsclip
+from . import cocoop, coop, mvlpt, strong_base, taskres, zsclip
 
 _CONFIG_EXTENSIONS = (taskres.add_config, zsclip.add_config, strong_base.add_config, coop.add_config,
-                      cocoop.add_config)
+                      cocoop.add_config, mvlpt.add_config)
 
 
 def extend_cfg(cfg):

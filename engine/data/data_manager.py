@@ -107,8 +107,9 @@ def build_data_loader(data_source, batch_size, transform, is_train, num_workers,
 class DataManager:
     """Builds the dataset and its loaders: ``train_loader_x``, ``val_loader``, ``test_loader``."""
 
-    def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
-        self.dataset = build_dataset(cfg)
+    def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None, dataset=None):
+        # ``dataset``: an already built one (the multitask concatenation, engine/data/multitask.py)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
         self.tfm_train = custom_tfm_train or build_transform(cfg, is_train=True)
         self.tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
         pin = torch.cuda.is_available() and cfg.USE_CUDA
