@@ -146,6 +146,9 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if args.eval_only and not args.model_dir and cfg.TRAINER.NAME != "ZeroshotCLIP":
         raise UserError("--eval-only needs --model-dir: the output folder of the training run to evaluate.")
+    if args.model_dir and not os.path.isdir(args.model_dir):
+        raise UserError(f"--model-dir {args.model_dir} does not exist; give the output folder of the run to load "
+                        "(the one holding prompt_learner/), or leave --model-dir out.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)
         if cfg.SEED > 0:
@@ -163,9 +166,6 @@ def main(argv=None):
             trainer.test()
             return trainer
         if args.model_dir:  # MVLPT's transfer: start from a source run's prompt (model-best.pth.tar)
-            if not os.path.isdir(args.model_dir):
-                raise UserError(f"--model-dir {args.model_dir} does not exist; give the output folder of the source "
-                                "run (the one holding prompt_learner/), or leave --model-dir out.")
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
         save_config(cfg)
         if not args.no_train:

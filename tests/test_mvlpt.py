@@ -1,0 +1,320 @@
+"""MVLPT (trainers/mvlpt.py) and multitask data (engine/data/multitask.py) on tiny CLIPs, CPU.
+
+Invariants: no prompt, or CoOp's context initialised from "a photo of a", gives zero-shot
+CLIP's logits; deep visual prompts reach every block; a multitask sample's loss ignores other
+tasks' logits; evaluation scores each task on its own classes and best_val sees the average;
+a target run started from a source run holds the source's prompt; a killed run resumes to the
+same result; a source run over the 11 CoOp dataset replicas works; bad input is one sentence.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+import clip
+from clip.model import CLIP
+from dataset_replicas import build_replica
+from engine.config import get_cfg_default
+from engine.data.multitask import MultiTaskClassification, own_task_logits
+from engine.errors import ConfigError, UserError
+from engine.utils.checkpoint import load_checkpoint
+from helpers import ROOT, accuracies, run_train, tiny_clip, write_tiny_config
+from trainers import extend_cfg, mvlpt
+
+CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
+COOP_11 = ["ImageNet", "Caltech101", "Food101", "StanfordCars", "OxfordPets", "OxfordFlowers", "FGVCAircraft",
+           "SUN397", "DescribableTextures", "EuroSAT", "UCF101"]
+
+
+def mvlpt_cfg(**keys):
+    """TRAINER.MVLPT defaults with ``keys`` ("VPT.N_CTX": 2 ...) set."""
+    cfg = extend_cfg(get_cfg_default())
+    for key, value in keys.items():
+        node = cfg.TRAINER.MVLPT
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return cfg.TRAINER.MVLPT
+
+
+@pytest.fixture
+def clip_model(tmp_path):
+    model, _ = clip.load(tiny_clip(tmp_path, "vit"), device="cpu")
+    return model.float().eval()
+
+
+def deep_vit():
+    """A 3-block ViT CLIP (the fixture's has one block, too few to tell layers apart)."""
+    torch.manual_seed(0)
+    return CLIP(32, 32, 3, 64, 8, 77, 49408, 64, 1, 1).float().eval()
+
+
+def zero_shot_logits(model, images, texts):
+    with torch.no_grad():
+        image = model.encode_image(images)
+        text = model.encode_text(clip.tokenize(texts))
+    image = image / image.norm(dim=-1, keepdim=True)
+    text = text / text.norm(dim=-1, keepdim=True)
+    return model.logit_scale.exp() * image @ text.t()
+
+
+@pytest.mark.parametrize("keys", [
+    {},  # MVPT with 0 tokens and no text context: CLIP with "a photo of a {}."
+    {"COOP.N_CTX": 16, "COOP.CTX_INIT": "a photo of a", "COOP.CLASS_TOKEN_POSITION": "end"},
+    {"COOP.CTX_INIT": "a photo of a", "COOP.CLASS_TOKEN_POSITION": "end", "PROJECT_METHOD": "identity"},
+])
+@pytest.mark.parametrize("cut", [False, True])
+def test_no_prompt_or_initial_context_gives_zero_shot_logits(clip_model, keys, cut):
+    torch.manual_seed(0)
+    images = torch.randn(5, 3, 32, 32)
+    learner = mvlpt.MultitaskVLPromptLearner(mvlpt_cfg(**keys), CLASSNAMES, clip_model, cut_contextlen=cut)
+    model = mvlpt.CustomCLIP(clip_model, learner).eval()
+    with torch.no_grad():
+        logits = model(images)
+        from_features = model(clip_model.encode_image(images))  # the cached-feature path
+    expected = zero_shot_logits(clip_model, images, [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(from_features, expected, rtol=1e-4, atol=1e-4)
+    assert learner.token_prefix.shape[1] + learner.token_suffix.shape[1] + learner.coop_n_ctx == (
+        77 if not cut else clip.tokenize("a photo of a sea lion.")[0].argmax().item() + 1)
+
+
+def test_deep_visual_prompts_reach_every_block():
+    model = deep_vit()
+    learner = mvlpt.MultitaskVLPromptLearner(mvlpt_cfg(**{"VPT.N_CTX": 3}), CLASSNAMES, model)
+    encoder = mvlpt.ImageEncoder(model.visual, learner).eval()
+    assert learner.vpt_embeddings_deep.shape == (2, 3, 64)  # one prompt per block after the first
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        base = encoder(images, learner.vpt_embeddings, learner.vpt_embeddings_deep)
+        assert not torch.allclose(base, model.encode_image(images), atol=1e-4)
+        for k in range(3):  # block 0's prompt is vpt_embeddings, block k's is vpt_embeddings_deep[k - 1]
+            shallow, deep = learner.vpt_embeddings.clone(), learner.vpt_embeddings_deep.clone()
+            # a random change (a constant shift would vanish in the blocks' LayerNorm)
+            (shallow if k == 0 else deep[k - 1]).add_(torch.randn(3, 64))
+            changed = encoder(images, shallow, deep)
+            assert (changed - base).abs().max() > 1e-3, f"block {k}'s prompt does not reach the output"
+        # removing the prompts gives CLIP's own image features back
+        torch.testing.assert_close(encoder(images), model.encode_image(images))
+
+
+def test_deep_prompts_replace_the_previous_blocks_prompt_outputs():
+    """Hand-unrolled forward: block k runs on [CLS, prompt_k, patches] (the original's rule)."""
+    model = deep_vit()
+    learner = mvlpt.MultitaskVLPromptLearner(mvlpt_cfg(**{"VPT.N_CTX": 2}), CLASSNAMES, model)
+    encoder = mvlpt.ImageEncoder(model.visual, learner).eval()
+    images = torch.randn(2, 3, 32, 32)
+    v = model.visual
+    with torch.no_grad():
+        x = v.conv1(images).flatten(2).permute(0, 2, 1)
+        x = torch.cat([v.class_embedding.expand(2, 1, -1), x], dim=1) + v.positional_embedding
+        x = v.ln_pre(x)
+        prompts = [learner.vpt_embeddings[0]] + list(learner.vpt_embeddings_deep)
+        for block, prompt in zip(v.transformer.resblocks, prompts):
+            x = torch.cat([x[:, :1], prompt.expand(2, -1, -1), x[:, 3:] if x.shape[1] > 17 else x[:, 1:]], dim=1)
+            x = block(x.permute(1, 0, 2)).permute(1, 0, 2)
+        expected = v.ln_post(x[:, 0]) @ v.proj
+        torch.testing.assert_close(encoder(images, learner.vpt_embeddings, learner.vpt_embeddings_deep), expected)
+
+
+@pytest.mark.parametrize("method", ["transformer", "mlp", "identity"])
+def test_upt_prompt_feeds_both_towers(method):
+    model = deep_vit()
+    learner = mvlpt.MultitaskVLPromptLearner(
+        mvlpt_cfg(**{"VPT.N_CTX": 2, "COOP.N_CTX": 2, "PROJECT_METHOD": method, "PROJECT_DIM": 16}), CLASSNAMES, model)
+    coop, vpt, deep = learner.forward_mvlpt_proj(torch.float32)
+    assert coop.shape == (2, 64) and vpt.shape == (1, 2, 64) and deep.shape == (2, 2, 64)
+    if method == "identity":  # two independent prompts, as the original's identity method
+        assert coop is learner.ctx and vpt is learner.vpt_embeddings
+        return
+    # the shared projection is learned: both towers' prompts depend on it
+    (coop.sum() + vpt.sum() + deep.sum()).backward()
+    assert learner.mvlpt_proj_ctx_coop_pre.weight.grad.abs().sum() > 0
+    assert learner.mvlpt_proj_ctx_vpt_post.weight.grad.abs().sum() > 0
+
+
+def test_loss_covers_only_the_samples_own_task():
+    ranges = [(0, 2), (2, 5)]
+    label_to_task = torch.tensor([0, 0, 1, 1, 1])
+    labels = torch.tensor([1, 3])  # one sample of each task
+    logits = torch.tensor([[0.2, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.1, 2.0, -1.0]])
+    louder = logits.clone()
+    louder[0, 2:] = 50.0  # task 1's logits shout on task 0's sample, and the reverse
+    louder[1, :2] = 50.0
+    own = F.cross_entropy(own_task_logits(logits, labels, label_to_task, ranges), labels)
+    own_louder = F.cross_entropy(own_task_logits(louder, labels, label_to_task, ranges), labels)
+    by_hand = (F.cross_entropy(logits[:1, :2], labels[:1]) + F.cross_entropy(logits[1:, 2:], labels[1:] - 2)) / 2
+    torch.testing.assert_close(own, by_hand)
+    torch.testing.assert_close(own_louder, by_hand)
+    assert F.cross_entropy(louder, labels) > F.cross_entropy(logits, labels) + 10  # the union softmax would see them
+
+
+def test_per_task_accuracy_on_own_classes_and_average_first():
+    cfg = get_cfg_default()
+    evaluator = MultiTaskClassification(cfg, ["A", "B"], [(0, 2), (2, 5)])
+    # sample 0 (task A, label 1): right within A although class 4 of task B scores higher
+    logits = torch.tensor([[0.0, 1.0, 0.0, 0.0, 9.0], [0.0, 1.0, 0.0, 0.0, 0.0],
+                           [9.0, 0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0]])
+    labels = torch.tensor([1, 0, 2, 4])
+    evaluator.process(logits, labels)
+    results = evaluator.evaluate()
+    assert list(results)[0] == "average"
+    assert results["accuracy/A"] == 50.0 and results["accuracy/B"] == 50.0 and results["average"] == 50.0
+    by_b = MultiTaskClassification(cfg, ["A", "B"], [(0, 2), (2, 5)], evalkey="B")
+    by_b.process(logits[2:], labels[2:])
+    by_b.process(logits[:1], labels[:1])
+    assert list(by_b.evaluate().items())[0] == ("B", 50.0)
+    with pytest.raises(ConfigError, match="DATASET.MULTITASK_EVALKEY is 'C'; use 'average' or one of the tasks A, B."):
+        MultiTaskClassification(cfg, ["A", "B"], [(0, 2), (2, 5)], evalkey="C")
+
+
+# ---- through train.py on replicas ------------------------------------------------------------
+KINDS = {  # the original scripts' selection, scaled down
+    "CoOp": ("TRAINER.MVLPT.VPT.N_CTX", 0, "TRAINER.MVLPT.COOP.N_CTX", 4, "TRAINER.CUT_CONTEXTLEN", True),
+    "VPT": ("TRAINER.MVLPT.VPT.N_CTX", 2, "TRAINER.MVLPT.COOP.N_CTX", 0),
+    "UPT": ("TRAINER.MVLPT.VPT.N_CTX", 2, "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PROJECT_DIM", 16,
+            "TRAINER.CUT_CONTEXTLEN", True),
+}
+SOURCES = "EuroSAT,DescribableTextures"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mvlpt")
+    root = str(tmp / "data")
+    for name in COOP_11:
+        build_replica(name, root)
+    cfg = write_tiny_config(tmp / "cfg.yaml", tiny_clip(tmp, "vit"), dataset="", epochs=2, lr=0.05, batch=4)
+    return {"root": root, "cfg": cfg, "tmp": tmp}
+
+
+def mvlpt_args(assets, out, kind, dataset=SOURCES, *opts, multi=True, shots=2, flags=()):
+    return ["--root", assets["root"], "--seed", 1, "--trainer", "MVLPT", "--config-file", assets["cfg"],
+            "--output-dir", out, "--dataset", dataset, "--shots", shots, "--dataset-coop", *flags,
+            *(["--multi-task"] if multi else []), *KINDS[kind], "TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION", "middle",
+            "TEST.FINAL_MODEL", "best_val", "TRAINER.MVLPT.PREC", "fp32",
+            "FEATURE_CACHE.DIR", os.path.join(assets["tmp"], "features"), *opts]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_multitask_source_then_target_transfer(assets, tmp_path, kind):
+    source = tmp_path / "source"
+    trainer = run_train(*mvlpt_args(assets, source, kind))
+    assert (trainer.feature_store is None) == (kind != "CoOp")  # visual prompts train end to end
+    ds = trainer.dm.dataset
+    assert ds.task_names == ["EuroSAT", "DescribableTextures"] and ds.task_ranges == [(0, 10), (10, 14)]
+    assert {d.domain for d in ds.train_x} == {0, 1} and trainer.multi_task
+    text = (source / "log.txt").read_text()
+    assert "=> result on EuroSAT" in text and "=> result on DescribableTextures" in text
+    best = load_checkpoint(os.path.join(source, "prompt_learner", "model-best.pth.tar"))
+    assert isinstance(best["val_result"], float)  # the average over tasks selected it
+    assert "Feature cache off: visual prompts" in text if kind != "CoOp" else "Feature cache:" in text
+
+    # target: one dataset the source did not train on, prompt from the source's best model
+    loaded = run_train(*mvlpt_args(assets, tmp_path / "target", kind, "OxfordPets", multi=False,
+                                   flags=("--no-train", "--model-dir", source)))
+    fresh = run_train(*mvlpt_args(assets, tmp_path / "fresh", kind, "OxfordPets", multi=False, flags=("--no-train",)))
+    src_state = best["state_dict"]
+    tgt = loaded.model.prompt_learner
+    for key in ("ctx", "vpt_embeddings", "vpt_embeddings_deep"):
+        if src_state.get(key) is not None:
+            torch.testing.assert_close(getattr(tgt, key), src_state[key])
+    assert tgt.token_prefix.shape[0] == loaded.num_classes == 4  # the target's own classes
+    # its first logits: the source prompt on the target classes, not an uninitialised prompt's
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out_loaded, out_fresh = loaded.model(images), fresh.model(images)
+        fresh.model.prompt_learner.load_state_dict(loaded.adapt_state_dict("prompt_learner", src_state))
+        torch.testing.assert_close(out_loaded, fresh.model(images))
+    assert (out_loaded - out_fresh).abs().max() > 1e-4
+
+
+def test_source_run_over_the_11_coop_replicas(assets, tmp_path):
+    out = tmp_path / "out"
+    trainer = run_train(*mvlpt_args(assets, out, "CoOp", ",".join(COOP_11), shots=1), "OPTIM.MAX_EPOCH", 1)
+    assert trainer.dm.dataset.task_names == COOP_11
+    assert trainer.num_classes == sum(b - a for a, b in trainer.dm.dataset.task_ranges)
+    text = (out / "log.txt").read_text()
+    assert all(f"=> result on {name}" in text for name in COOP_11)
+    assert "=> average over 11 tasks" in text
+
+
+def test_union_label_space_when_not_per_task(assets, tmp_path):
+    """DATASET.MULTITASK_LABEL_PERTASK False: the original's default, one softmax over every class."""
+    per_task = run_train(*mvlpt_args(assets, tmp_path / "a", "CoOp"))
+    union = run_train(*mvlpt_args(assets, tmp_path / "b", "CoOp", SOURCES, "DATASET.MULTITASK_LABEL_PERTASK", False))
+    assert not torch.allclose(per_task.model.prompt_learner.ctx, union.model.prompt_learner.ctx)
+
+
+CHILD = r"""
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from trainers.mvlpt import MVLPT
+step = MVLPT.forward_backward
+def forward_backward(self, batch):
+    if (self.epoch, self.batch_idx) == (1, 1):  # epoch 2, batch 2: after epoch 1's checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, batch)
+MVLPT.forward_backward = forward_backward
+import train
+train.main(sys.argv[1:])
+"""
+
+
+def test_sigkill_then_the_same_command_resumes_to_the_same_result(assets, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    opts = ("TRAIN.CHECKPOINT_FREQ", 1)
+    run_train(*mvlpt_args(assets, full, "VPT", SOURCES, *opts))
+    argv = [str(a) for a in mvlpt_args(assets, cut, "VPT", SOURCES, *opts)]
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(root=ROOT), *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (cut / "prompt_learner" / "checkpoint").read_text().strip() == "model.pth.tar-1"
+    run_train(*argv)
+    done = load_checkpoint(os.path.join(cut, "prompt_learner", "model.pth.tar-2"))["state_dict"]
+    reference = load_checkpoint(os.path.join(full, "prompt_learner", "model.pth.tar-2"))["state_dict"]
+    for key in ("vpt_embeddings", "vpt_embeddings_deep"):
+        torch.testing.assert_close(done[key], reference[key])
+    assert accuracies(cut / "log.txt")[-1] == accuracies(full / "log.txt")[-1]
+
+
+@pytest.mark.parametrize("opts, error, message", [
+    (("TRAINER.MVLPT.PROJECT_METHOD", "mlpp"), ConfigError,
+     "TRAINER.MVLPT.PROJECT_METHOD must be one of identity, mlp, transformer, got 'mlpp'."),
+    (("TRAINER.MVLPT.VPT.DEPTH", True), ConfigError, 'Did you mean "TRAINER.MVLPT.VPT.DEEP"?'),
+    (("TRAINER.MVLPT.PREC", "fp8"), ConfigError, "TRAINER.MVLPT.PREC must be one of fp16, fp32, amp, got 'fp8'."),
+    (("TRAINER.MVLPT.VPT.CTX_INIT", "a photo"), ConfigError, "TRAINER.MVLPT.VPT.CTX_INIT is not supported"),
+    (("TRAINER.MVLPT.COCOOP.N_CTX", 2), ConfigError, "COOP and TRAINER.MVLPT.COCOOP contexts cannot both be on"),
+    (("DATASET.MULTITASK_EVALKEY", "Food101"), ConfigError, "DATASET.MULTITASK_EVALKEY is 'Food101'"),
+    (("--model-dir", "/nonexistent/source"), UserError, "--model-dir /nonexistent/source does not exist"),
+])
+def test_bad_input_is_one_sentence(assets, tmp_path, opts, error, message):
+    if opts[0].startswith("--"):
+        args = mvlpt_args(assets, tmp_path / "bad", "CoOp", flags=opts)
+    else:
+        args = mvlpt_args(assets, tmp_path / "bad", "CoOp", SOURCES, *opts)
+    with pytest.raises(error) as info:
+        run_train(*args)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_visual_prompts_on_a_resnet_are_one_sentence(tmp_path):
+    model, _ = clip.load(tiny_clip(tmp_path, "resnet"), device="cpu")
+    with pytest.raises(ConfigError, match="visual prompts need a ViT backbone"):
+        mvlpt.MultitaskVLPromptLearner(mvlpt_cfg(**{"VPT.N_CTX": 2}), CLASSNAMES, model.float())
+
+
+def test_config_group_has_the_originals_keys():
+    m = mvlpt_cfg()
+    assert isinstance(m, CN)
+    assert set(m) == {"PREC", "PROJECT_METHOD", "PROJECT_DIM", "VPT", "COOP", "COCOOP"}
+    assert set(m.VPT) == {"N_CTX", "CSC", "CTX_INIT", "DROPOUT", "PROJECT", "DEEP"}
+    assert (m.PROJECT_METHOD, m.PROJECT_DIM, m.VPT.DEEP, m.COOP.CLASS_TOKEN_POSITION) == (
+        "transformer", 128, True, "middle")
