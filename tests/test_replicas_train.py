@@ -39,6 +39,7 @@ TRAINER_ARGS = {
     "TaskRes": ([], []),
     "StrongBase": ([], ["STRONG_BASE.ROOT", "{tmp}/strong_base"]),  # not the repository's strong_base/
     "ZeroshotCLIP": (["--eval-only"], []),
+    "MVLPT": ([], ["TRAINER.MVLPT.COOP.N_CTX", "2"]),  # MCoOp, one dataset (DATASET.NAME), cached features
 }
 
 
