@@ -25,6 +25,10 @@ and writes into DIR (default: the root):
     comparison.png            the paper's figure: one panel per dataset plus the average panel
     dg.md, dg.csv             ImageNet (source) and its four variants, per method
     base2new.md, base2new.csv base / new accuracy and their harmonic mean (when base2new runs exist)
+    mvlpt.md, mvlpt.csv       MVLPT runs of scripts/mvlpt/ (MVLPT's read_record.py numbers): per
+                              dataset (target, or the joined sources), prompt kind, config and
+                              setting, test accuracy mean ± std over seeds (a source run's is the
+                              average over its tasks); when any exist
 
 Partial results are fine: missing cells are "-", unfinished seeds are left out (n says how
 many seeds a cell holds).
@@ -61,7 +65,8 @@ METHOD_LABELS = {ZS: "ZeroshotCLIP", ZS2: "ZeroshotCLIP2 (ensemble)", "LinearPro
                  "CoOp": "CoOp", "CoCoOp": "CoCoOp", "CLIP_Adapter": "CLIP-Adapter",
                  "TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F",
                  "regular": "TaskRes (regular base)", "enhanced": "TaskRes (enhanced base)"}
-NOT_METHODS = ("TaskRes", "StrongBase")  # TaskRes folders are parsed by RUN_RE; StrongBase makes bases
+# TaskRes folders are parsed by RUN_RE; StrongBase makes bases; MVLPT has its own section (write_mvlpt)
+NOT_METHODS = ("TaskRes", "StrongBase", "MVLPT")
 RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
                     r"_alpha(?P<alpha>[0-9.]+)_(?P<shots>[0-9]+)shots$")
 # compare.sh's folders of the other methods; the tag holds no "_", so the shortest cfg that
@@ -601,6 +606,68 @@ def write_base2new(runs, out_dir, ci95):
     return rows
 
 
+# ---- MVLPT (scripts/mvlpt/) ------------------------------------------------------------------
+# <root>/<Dataset or Dataset,Dataset,...>/MVLPT/<KIND>/<cfg>_<K>shots/<setting>/seed<S>/log.txt
+MVLPT_CFG_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
+
+
+@dataclass
+class MvlptRun:
+    dataset: str  # the target, or the comma-joined sources of a source run
+    kind: str  # CoOp | VPT | UPT
+    cfg: str
+    shots: int
+    setting: str  # nctx<N>_cscFalse_ctpmiddle[_init-<src>]
+    seeds: dict  # seed -> accuracy
+
+    @property
+    def role(self):
+        return "source" if "," in self.dataset or "_init-" not in self.setting else "target"
+
+
+def collect_mvlpt(root):
+    """Every MVLPT run folder under the output root, finished seeds read."""
+    runs = []
+    for dataset in _listdirs(root):
+        top = os.path.join(root, dataset, "MVLPT")
+        for kind in _listdirs(top):
+            for cfg_shots in _listdirs(os.path.join(top, kind)):
+                match = MVLPT_CFG_RE.match(cfg_shots)
+                if not match:
+                    logger.info("not an MVLPT <cfg>_<K>shots folder, skipped: %s", os.path.join(top, kind, cfg_shots))
+                    continue
+                for setting in _listdirs(os.path.join(top, kind, cfg_shots)):
+                    path = os.path.join(top, kind, cfg_shots, setting)
+                    seeds = _read_seeds(path, test_log=False)
+                    seeds.pop(0, None)  # a seed-averaged prompt's folder holds no test of its own
+                    if seeds:
+                        runs.append(MvlptRun(dataset, kind, match["cfg"], int(match["shots"]), setting, seeds))
+    return runs
+
+
+def write_mvlpt(root, out_dir, ci95):
+    """mvlpt.md / mvlpt.csv: one row per MVLPT setting, test accuracy mean ± std over seeds."""
+    runs = sorted(collect_mvlpt(root), key=lambda r: (r.role != "target", r.dataset, r.kind, r.cfg, r.shots,
+                                                      r.setting))
+    if not runs:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    header = ["dataset", "role", "kind", "cfg", "shots", "setting", "accuracy", "mean", "std", "n", "seeds"]
+    rows = []
+    for run in runs:
+        values = [run.seeds[s] for s in sorted(run.seeds)]
+        mean, spread = mean_std(values, ci95)
+        rows.append([run.dataset, run.role, run.kind, run.cfg, str(run.shots), run.setting,
+                     f"{mean:.2f} ± {spread:.2f} (n={len(values)})", f"{mean:.4f}", f"{spread:.4f}",
+                     str(len(values)), " ".join(f"{s}:{run.seeds[s]:.2f}" for s in sorted(run.seeds))])
+    spread_name = "95% CI" if ci95 else "std"
+    md = (f"# MVLPT runs (test accuracy, mean ± {spread_name} over seeds)\n\n"
+          + _md_table(header[:7] + ["seeds"], [r[:7] + [r[10]] for r in rows]))
+    _write(os.path.join(out_dir, "mvlpt.md"), md)
+    _write(os.path.join(out_dir, "mvlpt.csv"), _csv_text(header, rows))
+    return [os.path.join(out_dir, "mvlpt.md"), os.path.join(out_dir, "mvlpt.csv")]
+
+
 def _write(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -613,6 +680,9 @@ def summarize(root, out_dir=None, backbone=None, ci95=False):
     runs = collect(root)
     if backbone:
         runs = [r for r in runs if r.tag == backbone]
+    mvlpt = write_mvlpt(root, out_dir or root, ci95) if not backbone else []
+    if mvlpt and not runs:  # an output root of MVLPT runs only
+        return mvlpt
     if not runs:
         raise NoOutputError(f"no run folders under {root}"
                             + (f" for backbone tag '{backbone}'" if backbone else "")
@@ -627,7 +697,7 @@ def summarize(root, out_dir=None, backbone=None, ci95=False):
     if write_base2new(runs, out_dir, ci95):
         written += [os.path.join(out_dir, "base2new.md"), os.path.join(out_dir, "base2new.csv")]
     written += write_plots(table, out_dir)
-    return written
+    return written + mvlpt
 
 
 def main(argv=None):

@@ -1,0 +1,79 @@
+# Shared functions of the MVLPT workflows (main_mt_coopdata_cut.sh, main_single_coopdata_cut.sh).
+# Source it after scripts/taskres/common.sh; it defines functions and globals and runs nothing.
+#
+# Folders (shared with scripts/summarize.py, section "MVLPT"):
+#   source: <OUTPUT>/<Dataset,Dataset,...>/MVLPT/<KIND>/<cfg>_<K>shots/nctx<N>_cscFalse_ctpmiddle/seed<S>
+#           (the original's <output>/<DATASET>/<TRAINER>/<CFG>_<SHOTS>shots/nctx<N>_csc_ctp/seed<S>, with
+#           MVLPT/ in between so these never meet the CoOp trainer's own runs; its seed-averaged prompt,
+#           scripts/mvlpt/avg_ckpt.py, lands in the folder above the seeds, as the original's does)
+#   target: <OUTPUT>/<Dataset>/MVLPT/<KIND>/<cfg>_<K>shots/nctx<N>_cscFalse_ctpmiddle_init-<src>/seed<S>
+#           <src> = "scratch" or "src" + 8 hex digits of the source folder's path, so targets started
+#           from different sources never share a folder; the run's log.txt names the source folder.
+# KIND is MVLPT's TRAINER argument: CoOp (MCoOp), VPT (MVPT) or UPT (MUPT).
+
+# The 11 source datasets in the order of the original main_mt_coopdata_cut.sh (the order sets the
+# label offsets of the tasks, so it is part of a source run's identity).
+MV_SOURCES="imagenet caltech101 food101 stanford_cars oxford_pets oxford_flowers fgvc_aircraft sun397 dtd eurosat ucf101"
+
+# "imagenet dtd" -> "ImageNet,DescribableTextures" (MVLPT's --dataset with --dataset-coop).
+mv_class_list() {
+    local out="" name
+    for name in $1; do
+        out+="${out:+,}$(tr_dataset_class "$name")"
+    done
+    echo "$out"
+}
+
+mv_check_kind() {
+    case "$1" in
+        CoOp | VPT | UPT) ;;
+        *) tr_die "TRAINER '$1' is not one of CoOp, VPT, UPT (MCoOp, MVPT, MUPT)" ;;
+    esac
+}
+
+mv_setting() {  # the original's nctx<N>_csc<CSC>_ctp<CTP> with the values its scripts pass
+    echo "nctx${1}_cscFalse_ctpmiddle"
+}
+
+# The config opts of a prompt kind, as the original scripts pass them, into the array MV_OPTS.
+mv_kind_opts() {
+    local kind=$1 nctx=$2
+    MV_OPTS=(TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION middle TRAINER.MVLPT.COOP.CSC False
+             TEST.NO_TEST False TEST.FINAL_MODEL best_val)
+    case "$kind" in
+        UPT) MV_OPTS+=(TRAINER.MVLPT.VPT.N_CTX "$nctx" TRAINER.MVLPT.COOP.N_CTX "$nctx" TRAINER.CUT_CONTEXTLEN True) ;;
+        VPT) MV_OPTS+=(TRAINER.MVLPT.VPT.N_CTX "$nctx" TRAINER.MVLPT.COOP.N_CTX 0) ;;
+        CoOp) MV_OPTS+=(TRAINER.MVLPT.VPT.N_CTX 0 TRAINER.MVLPT.COOP.N_CTX "$nctx" TRAINER.CUT_CONTEXTLEN True) ;;
+    esac
+}
+
+# Positional checks shared by both scripts: TRAINER CFG NCTX SHOTS.
+mv_check_common() {
+    mv_check_kind "$1"
+    [[ -f "configs/trainers/MVLPT/$2.yaml" ]] ||
+        tr_die "CFG '$2' is not a file in configs/trainers/MVLPT/ (e.g. vit_b16)"
+    [[ "$3" =~ ^[1-9][0-9]*$ ]] || tr_die "NCTX '$3' is not a positive whole number"
+    [[ "$4" =~ ^[1-9][0-9]*$ ]] || tr_die "SHOTS '$4' is not a positive whole number"
+    local i
+    for ((i = 0; i < ${#EXTRA_OPTS[@]}; i += 2)); do
+        case "${EXTRA_OPTS[i]}" in
+            TRAINER.MVLPT.VPT.N_CTX | TRAINER.MVLPT.COOP.N_CTX)
+                tr_die "pass NCTX instead of ${EXTRA_OPTS[i]} after --, so the output folder names it" ;;
+        esac
+    done
+}
+
+# --backbone only when the user gave it (the config names the backbone otherwise); then its
+# tag joins the folder's cfg part so runs of two backbones never share a folder.
+mv_backbone_args() {
+    MV_BACKBONE=()
+    MV_TAG=""
+    local arg
+    for arg in "$@"; do
+        [[ "$arg" == -- ]] && break
+        if [[ "$arg" == --backbone || "$arg" == --backbone=* ]]; then
+            MV_BACKBONE=(--backbone "$BACKBONE")
+            MV_TAG="_$TAG"
+        fi
+    done
+}
