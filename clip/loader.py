@@ -121,7 +121,9 @@ def load(name, device=None, jit=False, download_root=None, *, cache_dir=None, we
         model = build_fp32_model(W.read_state_dict(path), path)
     model = model.to(device).eval()
     if device.type != "cpu":
-        convert_weights(model)  # what OpenAI's build_model leaves on the GPU; its load keeps it there
+        # OpenAI's load keeps build_model's fp16 matrices off the CPU; open_clip's own models
+        # (norms that expect one dtype) go to fp16 whole.
+        convert_weights(model) if isinstance(model, CLIP) else model.half()
     return model, build_preprocess(model.image_resolution, mean, std)
 
 

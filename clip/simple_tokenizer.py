@@ -27,7 +27,8 @@ def default_bpe():
     """Path of the BPE merges file (open_clip's copy of OpenAI's)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("clip.simple_tokenizer needs the BPE file shipped with open_clip; pip install open_clip_torch.")
+        raise ImportError("clip.simple_tokenizer reads the BPE file shipped with open_clip; "
+                          "pip install open_clip_torch.")
     return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
 
 

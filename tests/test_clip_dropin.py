@@ -212,7 +212,8 @@ def test_open_clip_gelu_vit_config_builds_our_model_with_its_activation():
     """A non-OpenAI open_clip ViT (nn.GELU, heads from head_width) loads into our class."""
     from open_clip.model import CLIP as OpenClipCLIP
 
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
     torch.manual_seed(0)
     reference = OpenClipCLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"]).eval()

@@ -36,7 +36,7 @@ def weights_identity(cfg):
     """What identifies the encoder's weights, for feature-cache keys."""
     name = cfg.MODEL.BACKBONE.NAME
     if not cfg.MODEL.BACKBONE.PRETRAINED:
-        return f"untrained:{name}:seed0"
+        return f"untrained:{name}:seed0:openai-arch"  # OpenAI's classes since issue 9 (was open_clip's)
     path = clip.local_weights_path(name, cfg.MODEL.BACKBONE.CACHE_DIR or None, cfg.MODEL.BACKBONE.WEIGHTS or None)
     return file_identity(path) if path else f"open_clip:{name}"  # open_clip tags: its own cache
 
@@ -71,8 +71,11 @@ class FrozenCLIPTrainer(TrainerX):
         name = cfg.MODEL.BACKBONE.NAME
         logger.info("Loading CLIP (backbone: %s)", name)
         if cfg.MODEL.BACKBONE.PRETRAINED:
-            model, _ = clip.load(name, device=self.device, cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
+            # Loaded on the CPU (fp32, stored precision), moved below: clip.load on a GPU would
+            # round the matrices to fp16 as OpenAI's does, and PREC decides this trainer's dtype.
+            model, _ = clip.load(name, device="cpu", cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
                                  weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
+            model = model.to(self.device)
         else:
             logger.warning("MODEL.BACKBONE.PRETRAINED is False: %s has random weights (untrained backbone)", name)
             model = build_untrained_clip(name, self.device)
