@@ -188,6 +188,10 @@ def test_trains_and_evaluates_through_train_py_on_a_replica(tmp_path, trainer, k
     run_train(*common, "--output-dir", tmp_path / "eval", "--model-dir", out, "--load-epoch", 2, "--eval-only",
               "TRAINER.COCOOP.N_CTX", 4)
     assert accuracies(tmp_path / "eval" / "log.txt") == trained
+    # MODEL.INIT_WEIGHTS starts the prompt learner from a saved one
+    init = run_train(*common, "--output-dir", tmp_path / "init", "--no-train", "TRAINER.COCOOP.N_CTX", 4,
+                     "MODEL.INIT_WEIGHTS", os.path.join(out, "prompt_learner", "model.pth.tar-2"))
+    torch.testing.assert_close(init.model.prompt_learner.ctx, checkpoint["state_dict"]["ctx"])
 
 
 @pytest.mark.parametrize("trainer", ["CoOp", "CoCoOp"])

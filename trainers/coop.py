@@ -31,6 +31,7 @@ from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 
@@ -313,6 +314,13 @@ class PromptTrainer(FrozenCLIPTrainer):
             param.requires_grad_("prompt_learner" in name)
         enabled = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
         logger.info("Parameters to be updated: %s", ", ".join(enabled))
+        if self.cfg.MODEL.INIT_WEIGHTS:  # start from a saved prompt learner (the original's load_pretrained_weights)
+            path = self.cfg.MODEL.INIT_WEIGHTS
+            checkpoint = load_checkpoint(path)
+            state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+            learner = self.model.prompt_learner
+            learner.load_state_dict(adapt_prompt_state_dict(learner, state_dict, f" {path} (MODEL.INIT_WEIGHTS)"))
+            logger.info("Initialized the prompt learner from %s", path)
         self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
@@ -322,7 +330,7 @@ class PromptTrainer(FrozenCLIPTrainer):
         learner = self._models[name]
         indices = getattr(self.dm.dataset, "class_indices_in_imagenet", None)
         state_dict = select_classes(state_dict, indices, "ctx", learner.n_cls)
-        return adapt_prompt_state_dict(learner, state_dict)
+        return adapt_prompt_state_dict(learner, state_dict, f" of {name}")
 
 
 @TRAINER_REGISTRY.register()

@@ -48,8 +48,8 @@ def build_parser():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--project-epochs", type=int, default=200,
-                   help="also project a full run of this many epochs (CoOp's 16-shot schedule: 200) with "
-                        "4 cached views, from the measured per-step and per-image times")
+                   help="also project a 16-shot run of this many epochs (CoOp's schedule: 200) with 4 cached "
+                        "views, from the measured per-step and per-image times (0: no projection)")
     p.add_argument("--json", help="also write the figures to this file")
     return p
 
@@ -151,12 +151,13 @@ def main(argv=None):
         print(f"same trained context in both modes: {same}")
     if args.project_epochs:
         # a full run: the end-to-end loop pays both sides every step; the cache pays 4 views once
-        per_epoch = n // args.batch
+        full_n = args.classes * 16  # CoOp's 200-epoch schedule is its 16-shot one
+        per_epoch = full_n // args.batch
         full_e2e = args.project_epochs * per_epoch * (e2e_img + e2e_txt) / steps
-        full_cached = 4 * n * encode_s / (args.views * n) + args.project_epochs * per_epoch * cached_txt / steps
+        full_cached = 4 * full_n * encode_s / (args.views * n) + args.project_epochs * per_epoch * cached_txt / steps
         figures.update(projected_epochs=args.project_epochs, projected_end_to_end_s=round(full_e2e),
                        projected_cached_s=round(full_cached), projected_ratio=round(full_e2e / full_cached, 2))
-        print(f"projected  : {args.project_epochs} epochs, 4 views: end-to-end {full_e2e:.0f} s, cached "
+        print(f"projected  : {args.classes} classes x 16 shots, {args.project_epochs} epochs, 4 views: end-to-end {full_e2e:.0f} s, cached "
               f"{full_cached:.0f} s, {full_e2e / full_cached:.2f}x (measured per-step times, not a run)")
     if args.json:
         with open(args.json, "w") as f:
