@@ -56,6 +56,28 @@ def test_initial_context_gives_zero_shot_logits(clip_model, position, template):
     torch.testing.assert_close(from_features, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n_ctx", [1, 4, 16])
+def test_shared_prefix_text_path_equals_the_full_prompts(clip_model, n_ctx):
+    """Values and context gradients of the shared-prefix path = the full prompts through the
+    transformer (what the original computes)."""
+    torch.manual_seed(2)
+    learner = coop.PromptLearner(CLASSNAMES, clip_model, n_ctx=n_ctx)
+    fast = coop.CustomCLIP(clip_model, learner)
+    slow = coop.CustomCLIP(clip_model, learner, shared_prefix=False)
+    assert fast.shared_prefix and not slow.shared_prefix
+    feats = torch.randn(6, clip_model.visual.output_dim)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    grads = []
+    for model in (fast, slow):
+        learner.zero_grad()
+        logits = model(feats)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        grads.append((logits.detach(), learner.ctx.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-7)
+    assert grads[1][1].abs().max() > 0
+
+
 def test_cocoop_with_a_zero_meta_net_gives_zero_shot_logits(clip_model):
     torch.manual_seed(0)
     images = torch.randn(3, 3, 32, 32)
@@ -166,6 +188,10 @@ def test_trains_and_evaluates_through_train_py_on_a_replica(tmp_path, trainer, k
     run_train(*common, "--output-dir", tmp_path / "eval", "--model-dir", out, "--load-epoch", 2, "--eval-only",
               "TRAINER.COCOOP.N_CTX", 4)
     assert accuracies(tmp_path / "eval" / "log.txt") == trained
+    # MODEL.INIT_WEIGHTS starts the prompt learner from a saved one
+    init = run_train(*common, "--output-dir", tmp_path / "init", "--no-train", "TRAINER.COCOOP.N_CTX", 4,
+                     "MODEL.INIT_WEIGHTS", os.path.join(out, "prompt_learner", "model.pth.tar-2"))
+    torch.testing.assert_close(init.model.prompt_learner.ctx, checkpoint["state_dict"]["ctx"])
 
 
 @pytest.mark.parametrize("trainer", ["CoOp", "CoCoOp"])

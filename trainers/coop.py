@@ -31,6 +31,7 @@ from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 
@@ -91,12 +92,69 @@ class TextEncoder(nn.Module):
         self.dtype = clip_model.dtype
 
     def forward(self, prompts, tokenized_prompts):
-        x = prompts + self.positional_embedding.type(self.dtype)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # the transformer takes (L, N, D)
-        x = self.ln_final(x).type(self.dtype)
         # the EOT token has the largest id in each row: its feature is the sentence's
         eot = tokenized_prompts.argmax(dim=-1)
+        # The mask is causal, so no position sees a later one: the EOT features do not depend on
+        # the padding after the longest prompt. Dropping it gives the same features (our
+        # transformer slices its mask to the length) for a third of the 77 tokens' compute.
+        length = int(eot.max()) + 1
+        x = prompts[:, :length] + self.positional_embedding[:length].type(self.dtype)
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # the transformer takes (L, N, D)
+        x = self.ln_final(x).type(self.dtype)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+    def forward_shared_prefix(self, prefix, suffix, tokenized_prompts):
+        """The same features as ``forward(cat(prefix, suffix))`` when every class's prompt starts
+        with the same ``prefix`` [P, D] (SOS + a unified context): under the causal mask those
+        positions compute the same values for every class, so they run once and each class runs
+        only its own tokens (its name, ".", EOT) on top: ~4x less text compute for CoOp's default."""
+        eot = tokenized_prompts.argmax(dim=-1)
+        n_prefix = prefix.shape[0]
+        length = int(eot.max()) + 1 - n_prefix
+        pos = self.positional_embedding.type(self.dtype)
+        p = prefix + pos[:n_prefix]
+        s = suffix[:, :length] + pos[n_prefix:n_prefix + length]
+        for block in self.transformer.resblocks:
+            p, s = _prefix_block(block, p, s)
+        s = self.ln_final(s).type(self.dtype)
+        return s[torch.arange(s.shape[0], device=s.device), eot - n_prefix] @ self.text_projection
+
+
+def _heads(x, n_head):
+    """[..., L, D] -> [..., n_head, L, D / n_head]."""
+    return x.unflatten(-1, (n_head, -1)).transpose(-3, -2)
+
+
+def _prefix_block(block, prefix, suffix):
+    """One residual attention block on a prefix shared by every class [P, D] and the per-class
+    rest [C, S, D]; each rest position sees the whole prefix and the rest up to itself, which is
+    what the causal mask lets it see in the full sequence."""
+    attn = block.attn
+    n_head = attn.num_heads
+    qp, kp, vp = (_heads(t, n_head) for t in F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    qs, ks, vs = (_heads(t, n_head) for t in F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+    n_cls, length = suffix.shape[0], suffix.shape[1]
+    keys = torch.cat([kp.unsqueeze(0).expand(n_cls, -1, -1, -1), ks], dim=-2)
+    values = torch.cat([vp.unsqueeze(0).expand(n_cls, -1, -1, -1), vs], dim=-2)
+    rows = torch.arange(length, device=prefix.device).unsqueeze(1)
+    cols = torch.arange(prefix.shape[0] + length, device=prefix.device).unsqueeze(0) - prefix.shape[0]
+    out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=cols <= rows)
+    merge = lambda t: t.transpose(-3, -2).flatten(-2)  # noqa: E731  [..., h, L, d] -> [..., L, h*d]
+    prefix = prefix + F.linear(merge(out_p), attn.out_proj.weight, attn.out_proj.bias)
+    suffix = suffix + F.linear(merge(out_s), attn.out_proj.weight, attn.out_proj.bias)
+    return prefix + block.mlp(block.ln_2(prefix)), suffix + block.mlp(block.ln_2(suffix))
+
+
+def supports_shared_prefix(transformer):
+    """Whether the text transformer is OpenAI's layout (blocks with attn/ln_1/ln_2/mlp, sequence-first
+    nn.MultiheadAttention with packed projections), which the shared-prefix path reimplements."""
+    blocks = getattr(transformer, "resblocks", None)
+    if blocks is None:
+        return False
+    return all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and not b.attn.batch_first
+               and b.attn.in_proj_weight is not None and all(hasattr(b, n) for n in ("ln_1", "ln_2", "mlp"))
+               for b in blocks)
 
 
 def init_context(clip_model, n_ctx, ctx_init, shape_prefix, dtype):
@@ -174,17 +232,23 @@ class PromptLearner(nn.Module):
 class CustomCLIP(nn.Module):
     """Frozen CLIP with a prompt learner; takes images [B, 3, H, W] or cached features [B, D]."""
 
-    def __init__(self, clip_model, prompt_learner):
+    def __init__(self, clip_model, prompt_learner, shared_prefix=True):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.image_encoder = clip_model.visual
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
+        self.shared_prefix = shared_prefix and supports_shared_prefix(clip_model.transformer)
 
     def text_features(self):
         """Normalised class features [n_cls, D]: every class in one text-encoder call."""
-        text = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        learner = self.prompt_learner
+        if self.shared_prefix and learner.class_token_position == "end" and learner.ctx.dim() == 2:
+            prefix = torch.cat([learner.token_prefix[0], learner.ctx.to(learner.token_prefix.dtype)])
+            text = self.text_encoder.forward_shared_prefix(prefix, learner.token_suffix, learner.tokenized_prompts)
+        else:
+            text = self.text_encoder(learner(), learner.tokenized_prompts)
         return text / text.norm(dim=-1, keepdim=True)
 
     def forward(self, inputs, text_features=None):
@@ -250,6 +314,13 @@ class PromptTrainer(FrozenCLIPTrainer):
             param.requires_grad_("prompt_learner" in name)
         enabled = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
         logger.info("Parameters to be updated: %s", ", ".join(enabled))
+        if self.cfg.MODEL.INIT_WEIGHTS:  # start from a saved prompt learner (the original's load_pretrained_weights)
+            path = self.cfg.MODEL.INIT_WEIGHTS
+            checkpoint = load_checkpoint(path)
+            state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+            learner = self.model.prompt_learner
+            learner.load_state_dict(adapt_prompt_state_dict(learner, state_dict, f" {path} (MODEL.INIT_WEIGHTS)"))
+            logger.info("Initialized the prompt learner from %s", path)
         self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
@@ -259,7 +330,7 @@ class PromptTrainer(FrozenCLIPTrainer):
         learner = self._models[name]
         indices = getattr(self.dm.dataset, "class_indices_in_imagenet", None)
         state_dict = select_classes(state_dict, indices, "ctx", learner.n_cls)
-        return adapt_prompt_state_dict(learner, state_dict)
+        return adapt_prompt_state_dict(learner, state_dict, f" of {name}")
 
 
 @TRAINER_REGISTRY.register()
