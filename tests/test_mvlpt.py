@@ -318,3 +318,27 @@ def test_config_group_has_the_originals_keys():
     assert set(m.VPT) == {"N_CTX", "CSC", "CTX_INIT", "DROPOUT", "PROJECT", "DEEP"}
     assert (m.PROJECT_METHOD, m.PROJECT_DIM, m.VPT.DEEP, m.COOP.CLASS_TOKEN_POSITION) == (
         "transformer", 128, True, "middle")
+
+
+def test_multitask_enhanced_base_for_taskres_on_an_unseen_target(assets, tmp_path):
+    """StrongBase on the sources (MVLPT's data path) writes a strong_base file; TaskRes on a target
+    whose classes were not among the sources uses it as its base."""
+    common = ("--root", assets["root"], "--seed", 1, "--config-file", assets["cfg"])
+    sb_root = tmp_path / "strong_base"
+    producer = run_train(*common, "--trainer", "StrongBase", "--output-dir", tmp_path / "sb", "--dataset", SOURCES,
+                         "--dataset-coop", "--multi-task", "--shots", 2, "STRONG_BASE.ROOT", sb_root,
+                         "FEATURE_CACHE.DIR", os.path.join(assets["tmp"], "features"))
+    assert producer.model.pre_projection.shape[1] == 14  # EuroSAT's 10 and DTD's 4 classes
+    assert "=> average over 2 tasks" in (tmp_path / "sb" / "log.txt").read_text()
+    path = sb_root / SOURCES / "tiny_vit_2shots" / "model.pth.tar"
+    weight = load_checkpoint(str(path))["state_dict"]["weight"]
+    clip_model, _ = clip.load(tiny_clip(assets["tmp"], "vit"), device="cpu")
+    assert (weight - clip_model.text_projection.detach().float().t()).abs().max() > 1e-4  # it was tuned
+
+    target = ("--trainer", "TaskRes", "--dataset", "OxfordPets", "--dataset-coop", "--shots", 2, "--no-train")
+    regular = run_train(*common, *target, "--output-dir", tmp_path / "regular")
+    enhanced = run_train(*common, *target, "--output-dir", tmp_path / "enhanced", "--enhanced-base", path)
+    assert enhanced.num_classes == 4 and "Using the enhanced base from" in (tmp_path / "enhanced" / "log.txt").read_text()
+    base_r = regular.model.prompt_learner.base_text_features
+    base_e = enhanced.model.prompt_learner.base_text_features
+    assert base_r.shape == base_e.shape and (base_r - base_e).abs().max() > 1e-4

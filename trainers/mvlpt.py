@@ -36,7 +36,7 @@ from yacs.config import CfgNode as CN
 import clip
 from clip.model import Transformer, VisionTransformer
 from engine import TRAINER_REGISTRY
-from engine.data.multitask import MultiTaskClassification, MultiTaskDataManager, own_task_logits
+from engine.data.multitask import MultiTaskClassification, own_task_logits, use_multitask_data, wants_multitask_data
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 
@@ -379,16 +379,11 @@ class MVLPT(PromptTrainer):
     def build_data_loader(self):
         cfg = self.cfg
         self.multi_task = bool(cfg.DATASET.MULTITASK)
-        if not (cfg.DATASET.DATASET or cfg.DATASET.MULTITASK):
+        if not wants_multitask_data(cfg):
             super().build_data_loader()
             return
-        dm = MultiTaskDataManager(cfg)
-        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
-        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
-        self.num_classes, self.num_source_domains, self.lab2cname = dm.num_classes, dm.num_source_domains, dm.lab2cname
-        self.dm = dm
+        dm = use_multitask_data(self)
         self.feature_store = None
-        self.warn_short_classes(dm.dataset.train_x)
         if self.multi_task and cfg.DATASET.MULTITASK_LABEL_PERTASK:
             logger.info("Multitask: %d tasks, a sample's loss is over its own task's classes", len(dm.dataset.task_names))
         elif self.multi_task:

@@ -114,6 +114,24 @@ class MultiTaskDataManager(DataManager):
             logger.info("  task %s: labels %d-%d", name, start, end - 1)
 
 
+def use_multitask_data(trainer):
+    """Give ``trainer`` (a SimpleTrainer in ``build_data_loader``) the multitask DataManager and
+    Dassl's loader attributes, as SimpleTrainer.build_data_loader does for one dataset."""
+    dm = MultiTaskDataManager(trainer.cfg)
+    trainer.train_loader_x, trainer.train_loader_u = dm.train_loader_x, dm.train_loader_u
+    trainer.val_loader, trainer.test_loader = dm.val_loader, dm.test_loader
+    trainer.num_classes, trainer.num_source_domains = dm.num_classes, dm.num_source_domains
+    trainer.lab2cname = dm.lab2cname
+    trainer.dm = dm
+    trainer.warn_short_classes(dm.dataset.train_x)
+    return dm
+
+
+def wants_multitask_data(cfg):
+    """A run over ``DATASET.DATASET`` (MVLPT's ``--dataset``) or with ``--multi-task``."""
+    return bool(cfg.DATASET.DATASET or cfg.DATASET.MULTITASK)
+
+
 def own_task_logits(logits, labels, label_to_task, task_ranges):
     """``logits`` with every class outside each sample's own task set to -inf, so a softmax (the
     loss, the prediction) covers only that task's classes. ``labels`` are the concatenated ones."""
