@@ -330,6 +330,17 @@ class CustomCLIP(nn.Module):
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
 
+    def fixed_text_features(self):
+        """Without a learnable text prompt (MVPT) the class features never change: encode them once
+        (the original re-encodes every class at every step; the values are the same)."""
+        cached = self.__dict__.get("_fixed_text")
+        device = self.prompt_learner.token_prefix.device
+        if cached is None or cached.device != device:
+            with torch.no_grad():
+                cached = self.text_features(None)
+            self.__dict__["_fixed_text"] = cached
+        return cached
+
     def text_features(self, coop_ctx=None):
         """Normalised class features [n_cls, D] (not for CoCoOp, whose prompts depend on the image)."""
         learner = self.prompt_learner
@@ -348,7 +359,9 @@ class CustomCLIP(nn.Module):
         image = image / image.norm(dim=-1, keepdim=True)
         scale = self.logit_scale.exp()
         if learner.cocoop_ctx is None:
-            if text_features is None:
+            if text_features is None and coop_ctx is None:
+                text_features = self.fixed_text_features()
+            elif text_features is None:
                 text_features = self.text_features(coop_ctx)
             return scale * image.to(text_features.dtype) @ text_features.t()
         logits = []
