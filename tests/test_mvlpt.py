@@ -338,7 +338,8 @@ def test_multitask_enhanced_base_for_taskres_on_an_unseen_target(assets, tmp_pat
     target = ("--trainer", "TaskRes", "--dataset", "OxfordPets", "--dataset-coop", "--shots", 2, "--no-train")
     regular = run_train(*common, *target, "--output-dir", tmp_path / "regular")
     enhanced = run_train(*common, *target, "--output-dir", tmp_path / "enhanced", "--enhanced-base", path)
-    assert enhanced.num_classes == 4 and "Using the enhanced base from" in (tmp_path / "enhanced" / "log.txt").read_text()
+    assert enhanced.num_classes == 4
+    assert "Using the enhanced base from" in (tmp_path / "enhanced" / "log.txt").read_text()
     base_r = regular.model.prompt_learner.base_text_features
     base_e = enhanced.model.prompt_learner.base_text_features
     assert base_r.shape == base_e.shape and (base_r - base_e).abs().max() > 1e-4

@@ -398,7 +398,8 @@ class MVLPT(PromptTrainer):
         dm = use_multitask_data(self)
         self.feature_store = None
         if self.multi_task and cfg.DATASET.MULTITASK_LABEL_PERTASK:
-            logger.info("Multitask: %d tasks, a sample's loss is over its own task's classes", len(dm.dataset.task_names))
+            logger.info("Multitask: %d tasks, a sample's loss is over its own task's classes",
+                        len(dm.dataset.task_names))
         elif self.multi_task:
             logger.info("Multitask: %d tasks, loss over the union of all tasks' classes "
                         "(DATASET.MULTITASK_LABEL_PERTASK False)", len(dm.dataset.task_names))

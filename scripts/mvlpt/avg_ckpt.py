@@ -65,7 +65,8 @@ def main(argv=None):
     parser.add_argument("run", help="source run folder holding seed<S>/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--model", default="prompt_learner", help="registered model folder")
-    parser.add_argument("--file", default=BEST_NAME, help="checkpoint file of each seed (model.pth.tar-<E> for the last)")
+    parser.add_argument("--file", default=BEST_NAME,
+                        help="checkpoint file of each seed (model.pth.tar-<E> for the last)")
     args = parser.parse_args(argv)
     try:
         path, averaged = average_seeds(args.run, args.seeds, args.model, args.file)
