@@ -6,6 +6,7 @@ tasks' logits; evaluation scores each task on its own classes and best_val sees 
 a target run started from a source run holds the source's prompt; a killed run resumes to the
 same result; a source run over the 11 CoOp dataset replicas works; bad input is one sentence.
 """
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from yacs.config import CfgNode as CN
 
 import clip
 from clip.model import CLIP
-from dataset_replicas import build_replica
+from dataset_replicas import build_replica, elevater_coco, elevater_iris
 from engine.config import get_cfg_default
 from engine.data.multitask import MultiTaskClassification, own_task_logits
 from engine.errors import ConfigError, UserError
@@ -343,3 +344,20 @@ def test_multitask_enhanced_base_for_taskres_on_an_unseen_target(assets, tmp_pat
     base_r = regular.model.prompt_learner.base_text_features
     base_e = enhanced.model.prompt_learner.base_text_features
     assert base_r.shape == base_e.shape and (base_r - base_e).abs().max() > 1e-4
+
+
+def test_elevater_tasks_without_dataset_coop(tmp_path):
+    """MVLPT's default data path: --dataset names ELEVATER datasets (read by the Elevater class)."""
+    root = str(tmp_path / "data")
+    elevater_iris(root)
+    elevater_coco(root)
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path, "vit"), dataset="", epochs=1, batch=4)
+    out = tmp_path / "out"
+    trainer = run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", out,
+                        "--dataset", "cifar-10,resisc45_clip", "--multi-task", "--shots", 2,
+                        "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32")
+    ds = trainer.dm.dataset
+    assert ds.task_names == ["cifar-10", "resisc45_clip"] and len(ds.task_ranges) == 2
+    results = json.loads((out / "results_test.json").read_text())
+    assert set(results["tasks"]) == {"cifar-10", "resisc45_clip"} and results["accuracy"] == results["average"]
+    assert results["average"] == pytest.approx(accuracies(out / "log.txt")[-1], abs=0.05)  # the log rounds

@@ -186,6 +186,8 @@ class MultiTaskClassification(Classification):
             folder = os.path.dirname(save_path)
             if folder:
                 mkdir_if_missing(folder)
-            payload = {"average": average, "tasks": per_task, "evalkey": self.evalkey}
+            # "accuracy": the reported number, as a single-task run's results file names it
+            payload = {"accuracy": results[self.evalkey], "average": average, "tasks": per_task,
+                       "evalkey": self.evalkey}
             atomic_write_text(save_path, json.dumps(payload, indent=2) + "\n")
         return results
