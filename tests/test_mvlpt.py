@@ -125,6 +125,16 @@ def test_deep_prompts_replace_the_previous_blocks_prompt_outputs():
         torch.testing.assert_close(encoder(images, learner.vpt_embeddings, learner.vpt_embeddings_deep), expected)
 
 
+def test_projected_visual_prompts_learn_in_their_own_width():
+    model = deep_vit()
+    learner = mvlpt.MultitaskVLPromptLearner(mvlpt_cfg(**{"VPT.N_CTX": 2, "VPT.PROJECT": 8}), CLASSNAMES, model)
+    assert learner.vpt_embeddings.shape == (1, 2, 8) and learner.vpt_embeddings_deep.shape == (2, 2, 8)
+    encoder = mvlpt.ImageEncoder(model.visual, learner)
+    out = encoder(torch.randn(2, 3, 32, 32), learner.vpt_embeddings, learner.vpt_embeddings_deep)
+    out.sum().backward()
+    assert out.shape == (2, 32) and learner.vpt_proj.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("method", ["transformer", "mlp", "identity"])
 def test_upt_prompt_feeds_both_towers(method):
     model = deep_vit()
@@ -293,6 +303,8 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(assets, tmp_pa
     (("TRAINER.MVLPT.PREC", "fp8"), ConfigError, "TRAINER.MVLPT.PREC must be one of fp16, fp32, amp, got 'fp8'."),
     (("TRAINER.MVLPT.VPT.CTX_INIT", "a photo"), ConfigError, "TRAINER.MVLPT.VPT.CTX_INIT is not supported"),
     (("TRAINER.MVLPT.COCOOP.N_CTX", 2), ConfigError, "COOP and TRAINER.MVLPT.COCOOP contexts cannot both be on"),
+    (("TRAINER.MVLPT.VPT.N_CTX", 2, "TRAINER.MVLPT.VPT.PROJECT", 8), ConfigError,
+     "TRAINER.MVLPT.VPT.PROJECT cannot be combined with a shared UPT prompt"),
     (("DATASET.MULTITASK_EVALKEY", "Food101"), ConfigError, "DATASET.MULTITASK_EVALKEY is 'Food101'"),
     (("--model-dir", "/nonexistent/source"), UserError, "--model-dir /nonexistent/source does not exist"),
 ])

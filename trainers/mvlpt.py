@@ -95,6 +95,10 @@ def check_mvlpt_cfg(cfg):
         raise ConfigError("TRAINER.MVLPT.COOP and TRAINER.MVLPT.COCOOP contexts cannot both be on; set one N_CTX to 0.")
     if not 0.0 <= m.VPT.DROPOUT < 1.0:
         raise ConfigError(f"TRAINER.MVLPT.VPT.DROPOUT must be in [0, 1), got {m.VPT.DROPOUT}.")
+    if m.VPT.PROJECT > -1 and m.VPT.N_CTX and m.COOP.N_CTX and m.PROJECT_METHOD != "identity":
+        # the shared projection maps the ViT's width, not VPT.PROJECT's (the original fails here too)
+        raise ConfigError("TRAINER.MVLPT.VPT.PROJECT cannot be combined with a shared UPT prompt "
+                          "(VPT.N_CTX and COOP.N_CTX > 0); set VPT.PROJECT -1 or PROJECT_METHOD identity.")
     if m.PROJECT_DIM < 1:
         raise ConfigError(f"TRAINER.MVLPT.PROJECT_DIM must be at least 1, got {m.PROJECT_DIM}.")
     if cfg.TRAINER.ACT_CKPT < 1:
