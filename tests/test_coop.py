@@ -97,9 +97,12 @@ def test_cocoop_batched_text_forward_equals_a_loop_over_images(clip_model):
     torch.manual_seed(1)
     learner = cocoop.PromptLearner(CLASSNAMES, clip_model, n_ctx=4)
     model = cocoop.CustomCLIP(clip_model, learner).eval()
+    full = cocoop.CustomCLIP(clip_model, learner, shared_prefix=False).eval()
+    assert model.shared_prefix and not full.shared_prefix
     feats = torch.randn(3, clip_model.visual.output_dim)
     with torch.no_grad():
         logits = model(feats)
+        torch.testing.assert_close(full(feats), logits, rtol=1e-4, atol=1e-5)
         normed = feats / feats.norm(dim=-1, keepdim=True)
         prompts = learner(normed)
         rows = []
