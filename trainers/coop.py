@@ -313,6 +313,14 @@ class PromptTrainer(FrozenCLIPTrainer):
             self.update_lr()
         return loss, output
 
+    def update_lr(self, names=None):
+        """One scheduler step per epoch. The originals step at their last batch (Dassl's
+        convention); an engine whose after_epoch also steps must not make that two."""
+        if getattr(self, "_lr_stepped_epoch", None) == self.epoch:
+            return
+        self._lr_stepped_epoch = self.epoch
+        super().update_lr(names)
+
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""
         for name, param in self.model.named_parameters():
