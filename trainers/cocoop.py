@@ -40,6 +40,11 @@ def add_config(cfg):
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp
 
 
+
+def extend_cfg(cfg):
+    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
+    add_config(cfg)
+
 class PromptLearner(nn.Module):
     """Context vectors, the meta-network, and the frozen token embeddings; forward(image features)
     -> prompts [B, n_cls, 77, width]."""

@@ -59,6 +59,11 @@ def add_config(cfg):
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'middle' or 'end' or 'front'
 
 
+
+def extend_cfg(cfg):
+    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
+    add_config(cfg)
+
 def check_prompt_cfg(group, n_ctx, ctx_init, prec, class_token_position=None):
     """One-sentence errors for the keys shared by CoOp and CoCoOp (before CLIP is loaded)."""
     if prec not in PRECISIONS:
