@@ -72,28 +72,27 @@ cmp_family() {
     esac
 }
 
-# Trainer config of METHOD at SHOTS shots (a file in configs/trainers/<Trainer>/).
-# CoOp: the epochs of its README (50 for 1 shot, 100 for 2 and 4, 200 for 8 and 16);
-# CoCoOp: its one published config (10 epochs, batch 1) at every shot count;
-# the others: one config per backbone family, as their repositories use at every shot count.
+# Trainer config of METHOD on DATASET at SHOTS shots (a file in configs/trainers/<Trainer>/),
+# the rules of trainers/method_rules.py:
+# CoOp and CLIP-Adapter: CoOp's epochs (50 for 1 shot, 100 for 2 and 4, 200 for 8 and 16;
+# ImageNet 50 at every shot count); CoCoOp: its one published config (10 epochs, batch 1);
+# Tip-Adapter(-F): one config per dataset; the others one config per backbone family.
 cmp_cfg() {
-    local method=$1 shots=$2 family
+    local method=$1 dataset=$2 shots=$3 family
     family=$(cmp_family)
     case "$method" in
-        CoOp)
-            if ((shots <= 1)); then echo "${family}_ep50"
+        CoOp | CLIP_Adapter)
+            if [[ "$dataset" == imagenet ]] || ((shots <= 1)); then echo "${family}_ep50"
             elif ((shots <= 4)); then echo "${family}_ep100"
             else echo "$family"; fi ;;
         CoCoOp) echo vit_b16_c4_ep10_batch1_ctxv1 ;;
+        TipAdapter | TipAdapterF) echo "${family}_${dataset}" ;;
         *) echo "$family" ;;
     esac
 }
 
-cmp_trainer_dir() {  # configs/trainers/<dir>: zero-shot CLIP 2 reads CoOp's configs
-    case "$1" in
-        ZeroshotCLIP2) echo CoOp ;;
-        *) echo "$1" ;;
-    esac
+cmp_trainer_dir() {  # configs/trainers/<dir>
+    echo "$1"
 }
 
 # Opts that make a variant of a method, and the folder-name part that records them.
@@ -109,8 +108,8 @@ cmp_variant_name() {
     esac
 }
 
-cmp_run_name() {  # method shots -> folder name of a trained run
-    echo "$(cmp_cfg "$1" "$2")_${TAG}$(cmp_variant_name "$1")_${2}shots"
+cmp_run_name() {  # method dataset shots -> folder name of a trained run
+    echo "$(cmp_cfg "$1" "$2" "$3")_${TAG}$(cmp_variant_name "$1")_${3}shots"
 }
 
 # Last epoch of a config (the checkpoint an evaluation loads): OPTIM.MAX_EPOCH after --,
@@ -142,9 +141,9 @@ cmp_train_runs() {
     local method=$1 dataset=$2 shots=$3 outroot=$4
     shift 4
     local cfg file name seed dir variant=()
-    cfg=$(cmp_cfg "$method" "$shots")
+    cfg=$(cmp_cfg "$method" "$dataset" "$shots")
     file="configs/trainers/$(cmp_trainer_dir "$method")/$cfg.yaml"
-    name=$(cmp_run_name "$method" "$shots")
+    name=$(cmp_run_name "$method" "$dataset" "$shots")
     read -r -a variant <<<"$(cmp_variant_opts "$method")"
     for seed in $SEEDS; do
         dir="$outroot/$method/$name/seed$seed"
@@ -172,7 +171,7 @@ cmp_train_runs() {
 # Zero-shot (no shots, no seeds) of ZeroshotCLIP2 on one dataset.
 cmp_zeroshot2_run() {
     local dataset=$1 outroot=$2 file dir
-    file="configs/trainers/CoOp/$(cmp_family).yaml"
+    file="configs/trainers/ZeroshotCLIP2/$(cmp_family).yaml"
     dir="$outroot/ZeroshotCLIP2/$TAG"
     if tr_finished "$dir"; then
         tr_log "skip (finished): $dir"
@@ -280,8 +279,8 @@ cmp_dg() {
                 tr_eval_runs "$target" "$(cmp_taskres_dg_cfg "$cfg")" "$OUTPUT/dg/$target/TaskRes/$name" \
                     "$OUTPUT/imagenet/TaskRes/$name" "$alpha" "$enhance" "$(tr_max_epoch "$cfg")" ;;
             *)
-                name=$(cmp_run_name "$method" 16)
-                cmp_eval_runs "$method" "$target" "$(cmp_cfg "$method" 16)" \
+                name=$(cmp_run_name "$method" imagenet 16)
+                cmp_eval_runs "$method" "$target" "$(cmp_cfg "$method" imagenet 16)" \
                     "$OUTPUT/dg/$target/$method/$name" "$OUTPUT/imagenet/$method/$name" ;;
         esac
     done
@@ -290,10 +289,10 @@ cmp_dg() {
 # Train on the base half of the classes, test on the new half (CoCoOp's protocol).
 cmp_base2new() {
     local method=$1 dataset=$2 name
-    name=$(cmp_run_name "$method" "$CMP_B2N_SHOTS")
+    name=$(cmp_run_name "$method" "$dataset" "$CMP_B2N_SHOTS")
     cmp_train_runs "$method" "$dataset" "$CMP_B2N_SHOTS" "$OUTPUT/base2new/train_base/$dataset" \
         DATASET.SUBSAMPLE_CLASSES base
-    cmp_eval_runs "$method" "$dataset" "$(cmp_cfg "$method" "$CMP_B2N_SHOTS")" \
+    cmp_eval_runs "$method" "$dataset" "$(cmp_cfg "$method" "$dataset" "$CMP_B2N_SHOTS")" \
         "$OUTPUT/base2new/test_new/$dataset/$method/$name" \
         "$OUTPUT/base2new/train_base/$dataset/$method/$name" \
         DATASET.NUM_SHOTS "$CMP_B2N_SHOTS" DATASET.SUBSAMPLE_CLASSES new

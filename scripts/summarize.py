@@ -107,10 +107,12 @@ def standard_cfg(dataset, shots, method="regular", tag="rn50"):
     """The config the published workflows use (keep in step with scripts/taskres/common.sh
     and cmp_cfg in compare.sh)."""
     family = "vit_b16" if tag == "vitb16" else "rn50"
-    if method == "CoOp":
-        return family + ("_ep50" if shots <= 1 else "_ep100" if shots <= 4 else "")
+    if method in ("CoOp", "CLIP_Adapter"):
+        return family + ("_ep50" if shots <= 1 or dataset == "imagenet" else "_ep100" if shots <= 4 else "")
     if method == "CoCoOp":
         return "vit_b16_c4_ep10_batch1_ctxv1"
+    if method in ("TipAdapter", "TipAdapterF"):
+        return f"{family}_{dataset}"
     if method not in ("regular", "enhanced"):
         return family
     lr = "2e-4" if dataset == "imagenet" else "2e-3"

@@ -3,7 +3,6 @@ on fake run folders of every method in compare.sh's layout (figure, DG and base-
 import csv
 import importlib.util
 import os
-import shlex
 import subprocess
 
 import pytest
@@ -91,11 +90,11 @@ def test_dg_and_base2new_protocols(tmp_path):
                "--methods", "CoOp CoCoOp ZeroshotCLIP2 TaskRes", "--protocols", "dg base2new")
     targets = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
     coop_dg = [c for c in cmds if c["--trainer"] == "CoOp" and "/dg/" in c["--output-dir"]]
-    name = f"rn50_rn50_{COOP_VARIANT}_16shots"
+    name = f"rn50_ep50_rn50_{COOP_VARIANT}_16shots"  # CoOp's ImageNet runs: 50 epochs at every shot count
     assert sorted(c["--output-dir"] for c in coop_dg) == sorted(
         str(tmp_path / "dg" / t / "CoOp" / name / "seed1") for t in targets)
     assert all(c["--model-dir"] == str(tmp_path / "imagenet" / "CoOp" / name / "seed1") and
-               c["--load-epoch"] == "200" for c in coop_dg)
+               c["--load-epoch"] == "50" for c in coop_dg)
     zs2 = [c["--output-dir"] for c in cmds if c["--trainer"] == "ZeroshotCLIP2"]
     assert sorted(zs2) == sorted(str(tmp_path / t / "ZeroshotCLIP2" / "rn50") for t in targets)
     taskres = [c for c in cmds if c["--trainer"] == "TaskRes"]
@@ -136,17 +135,23 @@ def fake_python(tmp_path):
 def test_runs_skip_finished_and_go_on_after_a_failure(tmp_path):
     py = fake_python(tmp_path)
     out = tmp_path / "out"
-    args = ["--methods", "CoOp ZeroshotCLIP2", "--datasets", "eurosat", "--shots", "1", "--seeds", "1 2",
+    args = ["--methods", "CoOp ZeroshotCLIP", "--datasets", "eurosat", "--shots", "1", "--seeds", "1 2",
             "--output", str(out)]
     proc = compare(*args, env={"PYTHON": str(py)})
     assert proc.returncode == 1 and "1 run(s) failed" in proc.stderr and "CoOp eurosat 1-shot seed2" in proc.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()
-    assert len(calls) == 3  # CoOp seeds 1 and 2, ZeroshotCLIP2 once
+    assert len(calls) == 3  # CoOp seeds 1 and 2, ZeroshotCLIP once
     assert (out / "eurosat" / "CoOp" / f"rn50_ep50_rn50_{COOP_VARIANT}_1shots" / "seed1" / "results_test.json").exists()
     proc = compare(*args, env={"PYTHON": str(py)})
     calls = (tmp_path / "calls.txt").read_text().splitlines()[3:]
     assert len(calls) == 1 and "--seed 2" in calls[0]  # the finished ones are skipped, the failed one retried
     assert "skip (finished)" in proc.stderr
+    # a method without a config for the dataset fails with a message and runs nothing
+    proc = compare("--methods", "TipAdapter", "--datasets", "fashion_mnist", "--shots", "1", "--seeds", "1",
+                   "--output", str(out), env={"PYTHON": str(py)})
+    assert proc.returncode == 1
+    assert "config configs/trainers/TipAdapter/rn50_fashion_mnist.yaml does not exist in this checkout" in proc.stderr
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 4
 
 
 def test_extra_opts_reach_every_run(tmp_path):
@@ -164,8 +169,8 @@ OFFSETS = {"LinearProbe": 20.0, "CoOp": 45.0, "CoCoOp": 47.0, "CLIP_Adapter": 48
 DATASETS = ("eurosat", "dtd", "imagenet")
 
 
-def method_run_name(method, shots):
-    cfg = summarize.standard_cfg("eurosat", shots, method, "rn50")
+def method_run_name(method, shots, dataset="eurosat"):
+    cfg = summarize.standard_cfg(dataset, shots, method, "rn50")
     variant = f"_{COOP_VARIANT}" if method == "CoOp" else ""
     return f"{cfg}_rn50{variant}_{shots}shots"
 
@@ -188,7 +193,7 @@ def every_method_tree(tmp_path):
         for shots in SHOTS:
             for seed in (1, 2, 3):
                 for method, offset in OFFSETS.items():
-                    write(str(root / dataset / method / method_run_name(method, shots) / f"seed{seed}" / "log.txt"),
+                    write(str(root / dataset / method / method_run_name(method, shots, dataset) / f"seed{seed}" / "log.txt"),
                           train_log(acc(offset, dataset, shots, seed)))
                 for base, offset in (("regular", 53.0), ("enhanced", 56.0)):
                     write(str(root / dataset / "TaskRes" / taskres_name(dataset, shots, base) / f"seed{seed}"
@@ -196,7 +201,7 @@ def every_method_tree(tmp_path):
     for j, target in enumerate(summarize.DG_TARGETS):
         write(str(root / target / "ZeroshotCLIP2" / "rn50" / "log.txt"), eval_log(30.0 + j))
         for seed in (1, 2):
-            write(str(root / "dg" / target / "CoOp" / method_run_name("CoOp", 16) / f"seed{seed}" / "log.txt"),
+            write(str(root / "dg" / target / "CoOp" / method_run_name("CoOp", 16, "imagenet") / f"seed{seed}" / "log.txt"),
                   eval_log(35.0 + j + seed))
             write(str(root / "dg" / target / "TaskRes" / taskres_name("imagenet", 16, "regular") / f"seed{seed}"
                       / "log.txt"), eval_log(37.0 + j))
@@ -276,6 +281,27 @@ def test_no_base2new_runs_no_base2new_table(tmp_path):
     written = summarize.summarize(str(root))
     assert not any(os.path.basename(p).startswith("base2new") for p in written)
     assert ["eurosat", "CoOp", "50.00 ± 0.00 (n=1)"] in read_csv(root / "summary.csv")
+
+
+def test_per_shot_rules_of_the_methods_helpers_table(tmp_path):
+    """compare.sh's configs = trainers/method_rules.py's (CoOp's epochs, ImageNet 50; Tip per dataset)."""
+    cmds = dry("--methods", "CoOp CLIP_Adapter TipAdapterF ZeroshotCLIP2", "--datasets", "imagenet oxford_pets",
+               "--shots", "1 2 16", "--seeds", "1", "--output", str(tmp_path), "--protocols", "fewshot")
+    got = {(c["--trainer"], os.path.basename(c["--dataset-config-file"]), c.opts.get("DATASET.NUM_SHOTS")):
+           os.path.relpath(c["--config-file"], ROOT) if os.path.isabs(c["--config-file"]) else c["--config-file"]
+           for c in cmds}
+    for (trainer, dataset, shots), cfg in got.items():
+        stem = dataset[:-len(".yaml")]
+        if trainer == "CoOp" or trainer == "CLIP_Adapter":
+            epochs = 50 if stem == "imagenet" else {"1": 50, "2": 100, "16": 200}[shots]
+            assert cfg == f"configs/trainers/{trainer}/rn50{'' if epochs == 200 else f'_ep{epochs}'}.yaml"
+        elif trainer == "TipAdapterF":
+            assert cfg == f"configs/trainers/TipAdapterF/rn50_{stem}.yaml"
+        else:
+            assert cfg == "configs/trainers/ZeroshotCLIP2/rn50.yaml"
+    assert summarize.standard_cfg("imagenet", 16, "CoOp") == "rn50_ep50"
+    assert summarize.standard_cfg("oxford_pets", 2, "CLIP_Adapter") == "rn50_ep100"
+    assert summarize.standard_cfg("dtd", 4, "TipAdapter") == "rn50_dtd"
 
 
 def test_coop_run_folder_parses_with_its_variant(tmp_path):

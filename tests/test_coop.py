@@ -97,9 +97,12 @@ def test_cocoop_batched_text_forward_equals_a_loop_over_images(clip_model):
     torch.manual_seed(1)
     learner = cocoop.PromptLearner(CLASSNAMES, clip_model, n_ctx=4)
     model = cocoop.CustomCLIP(clip_model, learner).eval()
+    full = cocoop.CustomCLIP(clip_model, learner, shared_prefix=False).eval()
+    assert model.shared_prefix and not full.shared_prefix
     feats = torch.randn(3, clip_model.visual.output_dim)
     with torch.no_grad():
         logits = model(feats)
+        torch.testing.assert_close(full(feats), logits, rtol=1e-4, atol=1e-5)
         normed = feats / feats.norm(dim=-1, keepdim=True)
         prompts = learner(normed)
         rows = []
@@ -164,6 +167,8 @@ def test_cached_features_train_like_the_end_to_end_loop(setup, trainer):
     assert cached.feature_store is not None
     # same seed -> same random context at the start; same views and order -> same steps
     torch.testing.assert_close(cached.model.prompt_learner.ctx, e2e.model.prompt_learner.ctx, rtol=1e-4, atol=1e-6)
+    for run in (e2e, cached):  # one scheduler step per epoch (at the last batch), never two
+        assert run.sched.last_epoch == 3
     fresh, _ = train(setup, f"fresh_{trainer}", trainer, "OPTIM.MAX_EPOCH", 1, "OPTIM.LR", 1e-9,
                      "OPTIM.WARMUP_EPOCH", 0)
     assert (cached.model.prompt_learner.ctx - fresh.model.prompt_learner.ctx).abs().max() > 1e-4  # it trained

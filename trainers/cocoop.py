@@ -8,7 +8,8 @@ CoOp's context shifted per image by a small meta-network of the (normalised) ima
 Keys (``TRAINER.COCOOP``): N_CTX, CTX_INIT, PREC. The state dict of ``prompt_learner`` holds
 ``ctx``, ``meta_net.linear1.*``, ``meta_net.linear2.*``, ``token_prefix``, ``token_suffix``, as in
 the original. The text side of a batch runs in one text-encoder call over (image, class)
-pairs, which gives the same features as the original's loop over images. Base-to-new: train
+pairs, which gives the same features as the original's loop over images; the start of each
+prompt (SOS + the image's context) is shared by all classes and runs once per image. Base-to-new: train
 with ``DATASET.SUBSAMPLE_CLASSES base``, evaluate the checkpoint with ``new``.
 """
 import logging
@@ -23,7 +24,7 @@ from engine import TRAINER_REGISTRY
 from engine.metrics import compute_accuracy
 
 from .coop import (PromptTrainer, TextEncoder, check_image_size, check_prompt_cfg, class_prompt_embeddings,
-                   init_context)
+                   init_context, supports_shared_prefix)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ def add_config(cfg):
     cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialization words
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp
 
+
+
+def extend_cfg(cfg):
+    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
+    add_config(cfg)
 
 class PromptLearner(nn.Module):
     """Context vectors, the meta-network, and the frozen token embeddings; forward(image features)
@@ -68,9 +74,12 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.name_lens = name_lens
 
+    def context(self, image_features):
+        """The image-conditioned contexts [B, n_ctx, width]."""
+        return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
+
     def forward(self, image_features):
-        bias = self.meta_net(image_features).unsqueeze(1)  # [B, 1, width]
-        ctx = self.ctx.unsqueeze(0) + bias  # [B, n_ctx, width]
+        ctx = self.context(image_features)
         batch = ctx.shape[0]
         ctx = ctx.unsqueeze(1).expand(-1, self.n_cls, -1, -1)  # [B, n_cls, n_ctx, width]
         prefix = self.token_prefix.unsqueeze(0).expand(batch, -1, -1, -1)
@@ -81,25 +90,36 @@ class PromptLearner(nn.Module):
 class CustomCLIP(nn.Module):
     """Frozen CLIP with CoCoOp's prompt learner; takes images [B, 3, H, W] or cached features [B, D]."""
 
-    def __init__(self, clip_model, prompt_learner):
+    def __init__(self, clip_model, prompt_learner, shared_prefix=True):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.image_encoder = clip_model.visual
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
+        self.shared_prefix = shared_prefix and supports_shared_prefix(clip_model.transformer)
 
     def forward(self, inputs):
         image_features = inputs if inputs.dim() == 2 else self.image_encoder(inputs.type(self.dtype))
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        prompts = self.prompt_learner(image_features.to(self.prompt_learner.ctx.dtype))
-        batch, n_cls = prompts.shape[:2]
-        flat = prompts.reshape(batch * n_cls, *prompts.shape[2:])
-        tokens = self.prompt_learner.tokenized_prompts.repeat(batch, 1)
-        text = torch.cat([self.text_encoder(flat[i:i + TEXT_CHUNK], tokens[i:i + TEXT_CHUNK])
-                          for i in range(0, flat.shape[0], TEXT_CHUNK)])
+        learner = self.prompt_learner
+        if self.shared_prefix:
+            # each image's context is shared by all classes: one prefix per image (exact, see coop)
+            ctx = learner.context(image_features.to(learner.ctx.dtype))  # [B, n_ctx, width]
+            sos = learner.token_prefix[0].unsqueeze(0).expand(ctx.shape[0], -1, -1)
+            prefix = torch.cat([sos, ctx.to(sos.dtype)], dim=1)
+            step = max(1, TEXT_CHUNK // learner.n_cls)
+            text = torch.cat([self.text_encoder.forward_shared_prefix(prefix[i:i + step], learner.token_suffix,
+                                                                      learner.tokenized_prompts)
+                              for i in range(0, prefix.shape[0], step)])
+        else:
+            prompts = learner(image_features.to(learner.ctx.dtype))
+            batch, n_cls = prompts.shape[:2]
+            flat = prompts.reshape(batch * n_cls, *prompts.shape[2:])
+            tokens = learner.tokenized_prompts.repeat(batch, 1)
+            text = torch.cat([self.text_encoder(flat[i:i + TEXT_CHUNK], tokens[i:i + TEXT_CHUNK])
+                              for i in range(0, flat.shape[0], TEXT_CHUNK)]).view(batch, n_cls, -1)
         text = text / text.norm(dim=-1, keepdim=True)
-        text = text.view(batch, n_cls, -1)
         logits = torch.einsum("bd,bkd->bk", image_features.to(text.dtype), text)
         return self.logit_scale.exp() * logits
 

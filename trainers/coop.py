@@ -59,6 +59,11 @@ def add_config(cfg):
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'middle' or 'end' or 'front'
 
 
+
+def extend_cfg(cfg):
+    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
+    add_config(cfg)
+
 def check_prompt_cfg(group, n_ctx, ctx_init, prec, class_token_position=None):
     """One-sentence errors for the keys shared by CoOp and CoCoOp (before CLIP is loaded)."""
     if prec not in PRECISIONS:
@@ -105,19 +110,22 @@ class TextEncoder(nn.Module):
 
     def forward_shared_prefix(self, prefix, suffix, tokenized_prompts):
         """The same features as ``forward(cat(prefix, suffix))`` when every class's prompt starts
-        with the same ``prefix`` [P, D] (SOS + a unified context): under the causal mask those
-        positions compute the same values for every class, so they run once and each class runs
-        only its own tokens (its name, ".", EOT) on top: ~4x less text compute for CoOp's default."""
+        with the same ``prefix`` (SOS + a context shared by the classes): under the causal mask
+        those positions compute the same values for every class, so they run once and each class
+        runs only its own tokens (its name, ".", EOT) on top: ~4x less text compute for CoOp's
+        default. prefix [B, P, D] (B contexts, e.g. CoCoOp's one per image), suffix [C, *, D]
+        -> features [B, C, D]."""
         eot = tokenized_prompts.argmax(dim=-1)
-        n_prefix = prefix.shape[0]
+        n_prefix = prefix.shape[1]
         length = int(eot.max()) + 1 - n_prefix
         pos = self.positional_embedding.type(self.dtype)
         p = prefix + pos[:n_prefix]
-        s = suffix[:, :length] + pos[n_prefix:n_prefix + length]
+        s = (suffix[:, :length] + pos[n_prefix:n_prefix + length]).unsqueeze(0).expand(prefix.shape[0], -1, -1, -1)
         for block in self.transformer.resblocks:
             p, s = _prefix_block(block, p, s)
         s = self.ln_final(s).type(self.dtype)
-        return s[torch.arange(s.shape[0], device=s.device), eot - n_prefix] @ self.text_projection
+        index = (eot - n_prefix).view(1, -1, 1, 1).expand(s.shape[0], -1, 1, s.shape[-1])
+        return s.gather(2, index).squeeze(2) @ self.text_projection
 
 
 def _heads(x, n_head):
@@ -126,20 +134,22 @@ def _heads(x, n_head):
 
 
 def _prefix_block(block, prefix, suffix):
-    """One residual attention block on a prefix shared by every class [P, D] and the per-class
-    rest [C, S, D]; each rest position sees the whole prefix and the rest up to itself, which is
-    what the causal mask lets it see in the full sequence."""
+    """One residual attention block on B prefixes [B, P, D], each shared by C classes, and the
+    per-class rests [B, C, S, D]; each rest position sees its whole prefix and its rest up to
+    itself, which is what the causal mask lets it see in the full sequence."""
     attn = block.attn
     n_head = attn.num_heads
+    batch, n_cls, length = suffix.shape[:3]
+    n_prefix = prefix.shape[1]
     qp, kp, vp = (_heads(t, n_head) for t in F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
     qs, ks, vs = (_heads(t, n_head) for t in F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
-    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-    n_cls, length = suffix.shape[0], suffix.shape[1]
-    keys = torch.cat([kp.unsqueeze(0).expand(n_cls, -1, -1, -1), ks], dim=-2)
-    values = torch.cat([vp.unsqueeze(0).expand(n_cls, -1, -1, -1), vs], dim=-2)
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)  # [B, h, P, d]
+    keys = torch.cat([kp.unsqueeze(1).expand(-1, n_cls, -1, -1, -1), ks], dim=-2).flatten(0, 1)
+    values = torch.cat([vp.unsqueeze(1).expand(-1, n_cls, -1, -1, -1), vs], dim=-2).flatten(0, 1)
     rows = torch.arange(length, device=prefix.device).unsqueeze(1)
-    cols = torch.arange(prefix.shape[0] + length, device=prefix.device).unsqueeze(0) - prefix.shape[0]
-    out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=cols <= rows)
+    cols = torch.arange(n_prefix + length, device=prefix.device).unsqueeze(0) - n_prefix
+    out_s = F.scaled_dot_product_attention(qs.flatten(0, 1), keys, values, attn_mask=cols <= rows)
+    out_s = out_s.unflatten(0, (batch, n_cls))
     merge = lambda t: t.transpose(-3, -2).flatten(-2)  # noqa: E731  [..., h, L, d] -> [..., L, h*d]
     prefix = prefix + F.linear(merge(out_p), attn.out_proj.weight, attn.out_proj.bias)
     suffix = suffix + F.linear(merge(out_s), attn.out_proj.weight, attn.out_proj.bias)
@@ -245,8 +255,8 @@ class CustomCLIP(nn.Module):
         """Normalised class features [n_cls, D]: every class in one text-encoder call."""
         learner = self.prompt_learner
         if self.shared_prefix and learner.class_token_position == "end" and learner.ctx.dim() == 2:
-            prefix = torch.cat([learner.token_prefix[0], learner.ctx.to(learner.token_prefix.dtype)])
-            text = self.text_encoder.forward_shared_prefix(prefix, learner.token_suffix, learner.tokenized_prompts)
+            prefix = torch.cat([learner.token_prefix[0], learner.ctx.to(learner.token_prefix.dtype)]).unsqueeze(0)
+            text = self.text_encoder.forward_shared_prefix(prefix, learner.token_suffix, learner.tokenized_prompts)[0]
         else:
             text = self.text_encoder(learner(), learner.tokenized_prompts)
         return text / text.norm(dim=-1, keepdim=True)
@@ -307,6 +317,14 @@ class PromptTrainer(FrozenCLIPTrainer):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return loss, output
+
+    def update_lr(self, names=None):
+        """One scheduler step per epoch. The originals step at their last batch (Dassl's
+        convention); an engine whose after_epoch also steps must not make that two."""
+        if getattr(self, "_lr_stepped_epoch", None) == self.epoch:
+            return
+        self._lr_stepped_epoch = self.epoch
+        super().update_lr(names)
 
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""
