@@ -39,7 +39,9 @@ TRAINER_ARGS = {
     "TaskRes": ([], []),
     "StrongBase": ([], ["STRONG_BASE.ROOT", "{tmp}/strong_base"]),  # not the repository's strong_base/
     "ZeroshotCLIP": (["--eval-only"], []),
-    "MVLPT": ([], ["TRAINER.MVLPT.COOP.N_CTX", "2"]),  # MCoOp, one dataset (DATASET.NAME), cached features
+    "MVLPT": ([], ["TRAINER.MVLPT.COOP.N_CTX", "2"]),
+    "CoOp": ([], []),  # merged from the coop branch, whose entries were missing here
+    "CoCoOp": ([], []),  # MCoOp, one dataset (DATASET.NAME), cached features
 }
 
 

@@ -75,6 +75,11 @@ def add_config(cfg):
     cfg.TRAINER.ACT_CKPT = 1  # activation-checkpoint chunks of the text encoder (memory)
 
 
+def extend_cfg(cfg):
+    """The original's name for the config hook (its train.py ``extend_cfg``)."""
+    add_config(cfg)
+
+
 def check_mvlpt_cfg(cfg):
     """One-sentence errors for TRAINER.MVLPT (before CLIP is loaded)."""
     m = cfg.TRAINER.MVLPT
