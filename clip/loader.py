@@ -1,20 +1,23 @@
-"""`clip.load`: turn a model name or a weights file into an open_clip CLIP model + preprocess.
+"""`clip.load`: turn a model name or a weights file into a CLIP model + preprocess.
 
 Names resolve in one place (`resolve_name`):
 
     "RN50", "ViT-B/16", ...           OpenAI's models; weights from the cache or downloaded
     "RN50/openai", "ViT-B-16/openai"  the same, spelled the open_clip way
     "ViT-B-32/laion2b_s34b_b79k"      an open_clip architecture with a pretrained tag
-    "/path/to/file.pt"                any OpenAI-format checkpoint
+    "/path/to/file.pt"                any OpenAI-format checkpoint (state dict or TorchScript archive)
 
-For OpenAI names and files the architecture is inferred from the weights by open_clip's
-`build_model_from_openai_state_dict`, so a small test checkpoint stored as RN50.pt gives a
-small model. For open_clip tags the architecture comes from open_clip's config and the
-weights file must fit it.
+The model is `clip.model.CLIP` (OpenAI's architecture and attribute names). For OpenAI names and
+files the architecture is inferred from the weights as OpenAI's `build_model` does, so a small
+test checkpoint stored as RN50.pt gives a small model. For open_clip tags it comes from
+open_clip's config; a config our CLIP cannot express (custom blocks, pooling, towers) gives
+open_clip's own model instead, with `embed_dim`, `image_resolution`, `visual.input_resolution`.
+Dtypes follow OpenAI's `load`: fp16 matrices (`convert_weights`) on an accelerator, fp32 on CPU.
 """
 import difflib
 import logging
 import os
+import warnings
 
 import torch
 from torchvision import transforms as T
@@ -22,6 +25,7 @@ from torchvision import transforms as T
 from engine.errors import CheckpointError, UserError
 
 from . import weights as W
+from .model import CLIP, QuickGELU, architecture_from_state_dict, convert_weights
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +93,23 @@ def _unknown_name_message(name):
     )
 
 
-def load(name, device="cpu", cache_dir=None, weights=None):
-    """Load a CLIP model: returns (model, preprocess).
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
-    model: open_clip `CLIP`, fp32, eval mode, on `device`, with `embed_dim` and
-    `image_resolution` attributes. preprocess: OpenAI's test transform for PIL images.
-    `weights` (a file path) replaces the file the name would read; `cache_dir` replaces
-    $TASKRES_CLIP_CACHE / ~/.cache/clip.
+
+def load(name, device=None, jit=False, download_root=None, *, cache_dir=None, weights=None):
+    """Load a CLIP model: returns (model, preprocess), with OpenAI's signature.
+
+    model: `clip.model.CLIP` in eval mode on `device` (default: CUDA when available), fp32 on
+    CPU, fp16 matrices elsewhere. preprocess: OpenAI's test transform for PIL images.
+    `download_root` / `cache_dir` replace $TASKRES_CLIP_CACHE / ~/.cache/clip; `weights` (a
+    file path) replaces the file the name would read. `jit=True` (OpenAI's TorchScript model)
+    is not offered: the eager model is returned, with a warning.
     """
+    if jit:
+        warnings.warn("clip.load(jit=True) is not supported; returning the eager (jit=False) model", stacklevel=2)
+    device = torch.device(device or default_device())
+    cache_dir = cache_dir or download_root
     kind, *rest = resolve_name(name)
     weights = os.path.abspath(os.path.expanduser(str(weights))) if weights else None
     mean, std = CLIP_MEAN, CLIP_STD
@@ -105,8 +118,12 @@ def load(name, device="cpu", cache_dir=None, weights=None):
     else:
         path = weights or (rest[0] if kind == "file" else W.resolve_openai_weights(rest[0], cache_dir))
         logger.info("Loading CLIP %s from %s", name, path)
-        model = build_model(W.read_state_dict(path), path)
+        model = build_fp32_model(W.read_state_dict(path), path)
     model = model.to(device).eval()
+    if device.type != "cpu":
+        # OpenAI's load keeps build_model's fp16 matrices off the CPU; open_clip's own models
+        # (norms that expect one dtype) go to fp16 whole.
+        convert_weights(model) if isinstance(model, CLIP) else model.half()
     return model, build_preprocess(model.image_resolution, mean, std)
 
 
@@ -128,8 +145,12 @@ def local_weights_path(name, cache_dir=None, weights=None):
     return None
 
 
-def build_model(state_dict, source="<state dict>"):
-    """An fp32 open_clip CLIP whose architecture is inferred from an OpenAI-format state dict."""
+def build_fp32_model(state_dict, source="<state dict>"):
+    """An fp32 `clip.model.CLIP` holding an OpenAI-format state dict, architecture inferred from it.
+
+    Unlike OpenAI's `build_model` (fp16 matrices) the weights keep the precision they are
+    stored in; malformed dicts raise CheckpointError naming `source`.
+    """
     state = {k: v for k, v in state_dict.items() if k not in W.NON_WEIGHT_KEYS}
     missing = [k for k in _REQUIRED_TEXT_KEYS if k not in state]
     if "visual.proj" not in state and "visual.attnpool.positional_embedding" not in state:
@@ -139,34 +160,80 @@ def build_model(state_dict, source="<state dict>"):
             f"{source} is not an OpenAI-format CLIP checkpoint (missing {', '.join(missing)}); "
             f"pass a file saved from an OpenAI/open_clip CLIP model."
         )
-    from open_clip.model import build_model_from_openai_state_dict
-
     try:
-        # The helper casts weights to fp16 as OpenAI's release did; go back to fp32 and
-        # reload so weights stored in fp32 keep their full precision.
-        model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
-        model.float()
+        model = CLIP(**architecture_from_state_dict(state))
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, ValueError, AssertionError, ZeroDivisionError) as e:
         raise CheckpointError(
-            f"{source} does not describe a CLIP model open_clip can build ({W.short_reason(e)}); "
+            f"{source} does not describe a CLIP model of OpenAI's architecture ({W.short_reason(e)}); "
             f"check that it is an unmodified OpenAI-format checkpoint."
         ) from e
-    return add_attributes(model)
+    return model.eval()
+
+
+# open_clip config keys our CLIP expresses (anything else: open_clip builds the model itself).
+_PLAIN_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"}
+_PLAIN_VISION_KEYS = {"image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio"}
+_PLAIN_TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
+
+
+def clip_kwargs_from_open_clip(model_cfg, quick_gelu=False):
+    """`CLIP(**kwargs)` arguments for an open_clip model config, or None when CLIP cannot express it."""
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    if (set(model_cfg) - _PLAIN_KEYS or set(vision) - _PLAIN_VISION_KEYS or set(text) - _PLAIN_TEXT_KEYS
+            or vision.get("mlp_ratio", 4) != 4 or text.get("mlp_ratio", 4) != 4
+            or not isinstance(vision.get("image_size", 224), int)):
+        return None
+    layers, width = vision.get("layers", 12), vision.get("width", 768)
+    head_width = vision.get("head_width", 64)
+    resnet = isinstance(layers, (list, tuple))
+    return dict(
+        embed_dim=model_cfg["embed_dim"], image_resolution=vision.get("image_size", 224),
+        vision_layers=tuple(layers) if resnet else layers, vision_width=width,
+        vision_patch_size=None if resnet else vision.get("patch_size", 16),
+        vision_heads=(width * 32 if resnet else width) // head_width,
+        context_length=text.get("context_length", 77), vocab_size=text.get("vocab_size", 49408),
+        transformer_width=text.get("width", 512), transformer_heads=text.get("heads", 8),
+        transformer_layers=text.get("layers", 12),
+        act_layer=QuickGELU if quick_gelu or model_cfg.get("quick_gelu") else torch.nn.GELU,
+    )
+
+
+def open_clip_arch(name):
+    """open_clip's architecture name for an OpenAI model name ("ViT-L/14@336px" -> "ViT-L-14-336")."""
+    return name.replace("/", "-").replace("@336px", "-336") if name in W.OPENAI_URLS else name
+
+
+def untrained_model(name, seed=0):
+    """Architecture `name` (OpenAI or open_clip name) with seeded random weights, fp32, eval mode.
+
+    OpenAI names get OpenAI's architecture with QuickGELU; the same seed gives the same weights.
+    """
+    open_clip = _open_clip()
+    arch = open_clip_arch(name)
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise UserError(_unknown_name_message(name))
+    kwargs = clip_kwargs_from_open_clip(model_cfg, quick_gelu=name in W.OPENAI_URLS)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        if kwargs is not None:
+            return CLIP(**kwargs).eval()
+        return add_attributes(open_clip.create_model(arch, pretrained=None)).eval()
 
 
 def add_attributes(model):
-    """Set the `embed_dim` / `image_resolution` attributes the trainers rely on (if missing)."""
+    """Give an open_clip model the attributes of ours it lacks: `embed_dim`, `image_resolution`,
+    `visual.input_resolution` (`dtype` is a property of our CLIP only)."""
     if not hasattr(model, "embed_dim"):
         proj = model.text_projection
         model.embed_dim = int(proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1])
     if not hasattr(model, "image_resolution"):
         size = model.visual.image_size
         model.image_resolution = int(size[0] if isinstance(size, (tuple, list)) else size)
+    if not hasattr(model.visual, "input_resolution"):
+        model.visual.input_resolution = model.image_resolution
     return model
-
-
-_add_attributes = add_attributes  # older name, used by trainers/clip_trainer.py
 
 
 def _load_open_clip(arch, tag, weights=None, cache_dir=None):
@@ -185,12 +252,14 @@ def _load_open_clip(arch, tag, weights=None, cache_dir=None):
         weights = _fetch_open_clip_weights(open_clip, arch, tag, tag_cfg, cache_dir)
     logger.info("Loading open_clip %s/%s from %s", arch, tag, weights)
     state = {k: v for k, v in W.read_state_dict(weights).items() if k not in W.NON_WEIGHT_KEYS}
-    model = open_clip.create_model(
-        arch, pretrained=None, precision="fp32", device="cpu",
-        force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),  # the tag knows its activation
-        pretrained_image=False, pretrained_text=False,
-    )
-    if not isinstance(model, open_clip.CLIP):
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))  # the tag knows its activation
+    kwargs = clip_kwargs_from_open_clip(model_cfg, quick_gelu)
+    if kwargs is not None:
+        model = CLIP(**kwargs)
+    else:
+        model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu",
+                                       force_quick_gelu=quick_gelu, pretrained_image=False, pretrained_text=False)
+    if not isinstance(model, (CLIP, open_clip.CLIP)):
         raise UserError(f"open_clip model {arch} is a {type(model).__name__}, not a CLIP model; pick another architecture.")
     try:
         model.load_state_dict(state, strict=True)
@@ -201,7 +270,7 @@ def _load_open_clip(arch, tag, weights=None, cache_dir=None):
         ) from e
     mean = tuple(tag_cfg.get("mean", CLIP_MEAN))
     std = tuple(tag_cfg.get("std", CLIP_STD))
-    return add_attributes(model), mean, std
+    return (model if isinstance(model, CLIP) else add_attributes(model)).eval(), mean, std
 
 
 def _fetch_open_clip_weights(open_clip, arch, tag, tag_cfg, cache_dir):

@@ -1,4 +1,4 @@
-"""`clip.tokenize`: OpenAI's BPE tokenizer (open_clip's copy) with OpenAI's padding rules.
+"""`clip.tokenize`: OpenAI's BPE tokenizer (`clip.simple_tokenizer`) with OpenAI's padding rules.
 
 Each text becomes [<start>, tokens..., <end>, 0, 0, ...] of length `context_length`; a
 text too long for it is an error unless `truncate=True`, which keeps <end> as the last id.
@@ -9,12 +9,12 @@ import torch
 
 from engine.errors import UserError
 
+from .simple_tokenizer import EOT, SOT, SimpleTokenizer
+
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
-    from open_clip.tokenizer import SimpleTokenizer  # reads the BPE merges once, lazily
-
-    return SimpleTokenizer()
+    return SimpleTokenizer()  # reads the BPE merges once, on first use
 
 
 def tokenize(texts, context_length=77, truncate=False):
@@ -22,9 +22,10 @@ def tokenize(texts, context_length=77, truncate=False):
     if isinstance(texts, str):
         texts = [texts]
     tok = _tokenizer()
+    sot, eot = tok.encoder[SOT], tok.encoder[EOT]
     result = torch.zeros(len(texts), context_length, dtype=torch.long)
     for i, text in enumerate(texts):
-        ids = [tok.sot_token_id] + tok.encode(text) + [tok.eot_token_id]
+        ids = [sot] + tok.encode(text) + [eot]
         if len(ids) > context_length:
             if not truncate:
                 raise UserError(
@@ -32,6 +33,6 @@ def tokenize(texts, context_length=77, truncate=False):
                     f"context length {context_length}; shorten it or call tokenize(..., truncate=True)."
                 )
             ids = ids[:context_length]
-            ids[-1] = tok.eot_token_id
+            ids[-1] = eot
         result[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return result

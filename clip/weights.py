@@ -84,15 +84,18 @@ def resolve_openai_weights(name, cache_dir=None):
     Raises CheckpointError with the exact expected path and the URL when the file is not
     cached and cannot be downloaded (offline, no route, HTTP error).
     """
-    url = OPENAI_URLS[name]
-    target = cached_file_path(name, cache_dir)
+    return fetch(OPENAI_URLS[name], cached_file_path(name, cache_dir), name)
+
+
+def fetch(url, target, label):
+    """`target` if it is a file, else `url` downloaded there (sha256 checked); `label` names it in errors."""
     if os.path.isfile(target):
         # No checksum here: users may drop their own (converted, fine-tuned) file in place.
         return target
     if os.path.exists(target):
         raise CheckpointError(
             f"{target} exists but is not a regular file; remove it so the CLIP weights for "
-            f"{name} can be stored there."
+            f"{label} can be stored there."
         )
     if is_offline():
         reason = f"{OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)} forbids downloads"
@@ -104,7 +107,7 @@ def resolve_openai_weights(name, cache_dir=None):
             reason = short_reason(e)
             logger.debug("Download of %s failed", url, exc_info=True)
     raise CheckpointError(
-        f"CLIP weights for {name} not found at {target} and could not be downloaded "
+        f"CLIP weights for {label} not found at {target} and could not be downloaded "
         f"({reason}); download {url} to that path, or pass MODEL.BACKBONE.WEIGHTS /path/to/file."
     )
 

@@ -96,14 +96,13 @@ def test_torchscript_fixture_is_an_archive_with_openai_keys(tmp_path):
 def test_load_file_matches_in_memory_model(tmp_path, fmt, vision):
     path = save_tiny_clip(tmp_path / f"{vision}.pt", fmt=fmt, vision=vision)
     model, preprocess = clip.load(str(path))
-    from open_clip.model import CLIP
-
-    assert isinstance(model, CLIP) and not model.training
+    assert isinstance(model, clip.model.CLIP) and not model.training  # OpenAI's architecture, ours
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert model.embed_dim == 32 and model.image_resolution == 32
+    assert model.embed_dim == 32 and model.image_resolution == 32 == model.visual.input_resolution
     for attr in ("visual", "logit_scale", "text_projection", "token_embedding", "positional_embedding",
-                 "transformer", "ln_final", "attn_mask"):
+                 "transformer", "ln_final", "context_length", "dtype"):
         assert hasattr(model, attr), attr
+    assert model.transformer.resblocks[0].attn_mask.shape == (77, 77)  # the causal mask sits in the blocks
     _assert_same_outputs(model, make_tiny_clip_model(vision))
 
 
@@ -283,7 +282,7 @@ def test_mismatched_shapes_are_rejected(tmp_path):
     state["ln_final.bias"] = torch.zeros(3)
     path = tmp_path / "broken.pt"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="does not describe a CLIP model open_clip can build"):
+    with pytest.raises(CheckpointError, match="does not describe a CLIP model of OpenAI's architecture"):
         clip.load(path)
 
 
@@ -393,8 +392,29 @@ def tiny_open_clip_arch(monkeypatch):
 
 def test_open_clip_tag_with_weights_file(tiny_open_clip_arch, tiny_clip_file):
     model, preprocess = clip.load(tiny_open_clip_arch, weights=tiny_clip_file)
+    assert isinstance(model, clip.model.CLIP)  # a plain open_clip config is built with OpenAI's classes
     assert model.embed_dim == 32 and model.image_resolution == 32
     _assert_same_outputs(model, make_tiny_clip_model())
+
+
+def test_open_clip_config_our_classes_cannot_express_loads_open_clip_model(monkeypatch, tmp_path):
+    import open_clip.factory
+    import open_clip.pretrained
+    from open_clip.model import CLIP as OpenClipCLIP
+
+    cfg = {"embed_dim": 32, "quick_gelu": True,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16, "ls_init_value": 0.1},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "TinyLS", cfg)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "TinyLS", {"test": {"hf_hub": "none/none/", "quick_gelu": True}})
+    torch.manual_seed(0)
+    reference = open_clip.create_model("TinyLS", pretrained=None).eval()  # layer scale: keys OpenAI's lack
+    path = tmp_path / "ls.pt"
+    torch.save(reference.state_dict(), path)
+    model, _ = clip.load("TinyLS/test", weights=path)
+    assert isinstance(model, OpenClipCLIP) and not isinstance(model, clip.model.CLIP)
+    assert model.embed_dim == 32 and model.visual.input_resolution == 32 == model.image_resolution
+    _assert_same_outputs(model, reference)
 
 
 def test_open_clip_tag_with_wrong_weights_file(tiny_open_clip_arch, tmp_path):

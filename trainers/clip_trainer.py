@@ -24,11 +24,6 @@ from engine.features import CachedFeatureLoader, FeatureStore, file_identity, fo
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
-# open_clip architecture names for OpenAI names, for an untrained backbone (PRETRAINED False)
-OPENAI_TO_OPEN_CLIP = {
-    "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
-    "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
-}
 
 
 def backbone_tag(name):
@@ -41,21 +36,17 @@ def weights_identity(cfg):
     """What identifies the encoder's weights, for feature-cache keys."""
     name = cfg.MODEL.BACKBONE.NAME
     if not cfg.MODEL.BACKBONE.PRETRAINED:
-        return f"untrained:{name}:seed0"
+        return f"untrained:{name}:seed0:openai-arch"  # OpenAI's classes since issue 9 (was open_clip's)
     path = clip.local_weights_path(name, cfg.MODEL.BACKBONE.CACHE_DIR or None, cfg.MODEL.BACKBONE.WEIGHTS or None)
     return file_identity(path) if path else f"open_clip:{name}"  # open_clip tags: its own cache
 
 
 def build_untrained_clip(name, device):
-    """The architecture of ``name`` with seeded random weights (the demo without weights)."""
-    import open_clip
+    """The architecture of ``name`` with seeded random weights (the demo without weights).
 
-    arch = OPENAI_TO_OPEN_CLIP.get(name, name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.create_model(arch, pretrained=None)
-    model = clip.add_attributes(model)
-    return model.to(device).eval()
+    The same class as ``clip.load`` returns (OpenAI's architecture), the same weights every time.
+    """
+    return clip.untrained_model(name, seed=0).to(device)
 
 
 class FrozenCLIPTrainer(TrainerX):
@@ -80,8 +71,11 @@ class FrozenCLIPTrainer(TrainerX):
         name = cfg.MODEL.BACKBONE.NAME
         logger.info("Loading CLIP (backbone: %s)", name)
         if cfg.MODEL.BACKBONE.PRETRAINED:
-            model, _ = clip.load(name, device=self.device, cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
+            # Loaded on the CPU (fp32, stored precision), moved below: clip.load on a GPU would
+            # round the matrices to fp16 as OpenAI's does, and PREC decides this trainer's dtype.
+            model, _ = clip.load(name, device="cpu", cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
                                  weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
+            model = model.to(self.device)
         else:
             logger.warning("MODEL.BACKBONE.PRETRAINED is False: %s has random weights (untrained backbone)", name)
             model = build_untrained_clip(name, self.device)

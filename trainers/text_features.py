@@ -35,7 +35,7 @@ def prompt_features(clip_model, classnames, templates, projection=None, batch_si
     tokens = clip.tokenize(prompts)
     replace = projection is not None
     proj = None if projection is False else (
-        torch.nn.Parameter(projection.to(device=device, dtype=clip_model.token_embedding.weight.dtype), requires_grad=False)
+        torch.nn.Parameter(projection.to(device=device, dtype=clip_model.text_projection.dtype), requires_grad=False)
         if replace else None)
     outputs = []
     with (_text_projection(clip_model, proj) if replace else contextlib.nullcontext()):
