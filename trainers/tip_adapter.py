@@ -183,7 +183,7 @@ class TipAdapterF(_TipAdapterParts, FrozenCLIPTrainer):
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
-        output = self.model(inputs)
+        output = self.model_inference(inputs)  # images (end-to-end mode) or cached features
         loss = F.cross_entropy(output.float(), label)
         self.model_backward_and_update(loss)
         self.sched.step()
