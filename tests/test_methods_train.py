@@ -36,6 +36,12 @@ def last_epoch(out, name):
         return int(f.read().strip().rsplit("-", 1)[1])
 
 
+def final_state(out, name):
+    """The state dict of the checkpoint the run's pointer names."""
+    path = os.path.join(str(out), name, f"model.pth.tar-{last_epoch(out, name)}")
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
 # ---- each method through train.py on a replica -----------------------------------------------
 @pytest.mark.parametrize("method, replica", [
     ("ZeroshotCLIP2", "ImageNet"),  # 7 templates, no dataset one
@@ -132,8 +138,7 @@ def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_run(folder, tmp_
         text = open(logs[-1]).read()
         assert "Previous epoch: 2" in text and "epoch [2/3]" not in text
     assert accuracies(logs[-1])[-1] == accuracies(ref / "log.txt")[-1]
-    state = [torch.load(os.path.join(str(d), name, f"model.pth.tar-{epoch}"), weights_only=False)["state_dict"]
-             for d in (ref, out)]
+    state = [final_state(d, name) for d in (ref, out)]
     assert state[0].keys() == state[1].keys()
     assert all(torch.equal(state[0][k], state[1][k]) for k in state[0])
 
@@ -195,3 +200,23 @@ def test_clip_adapter_follows_coops_per_shot_epochs(shots, epochs):
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_has_a_config_file(method):
     assert os.path.isfile(os.path.join(ROOT, method_rules.config_file(method, "oxford_pets", 1)))
+
+
+# ---- cached mode = end-to-end mode when views = epochs ---------------------------------------------
+@pytest.mark.parametrize("method", ["LinearProbe", "CLIP_Adapter", "TipAdapter", "TipAdapterF"])
+def test_cached_mode_equals_end_to_end_mode(folder, tmp_path, method):
+    def run(name, *opts):
+        out = tmp_path / name
+        trainer = run_train("--root", folder["data"], "--seed", 1, "--trainer", method, "--config-file", folder["cfg"],
+                            "--output-dir", out, "DATASET.NUM_SHOTS", 4, *FAST.get(method, []), *opts)
+        return trainer, out
+
+    e2e, e2e_out = run("e2e", "FEATURE_CACHE.ENABLED", False)
+    assert e2e.feature_store is None  # the encoder ran in the loop
+    cached, cached_out = run("cached", "FEATURE_CACHE.TRAIN_VIEWS", 3)  # 3 epochs in the tiny config
+    assert cached.feature_store.encoded > 0
+    assert accuracies(cached_out / "log.txt") == accuracies(e2e_out / "log.txt")
+    a, b = (final_state(out, MODEL_NAME[method]) for out in (cached_out, e2e_out))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
