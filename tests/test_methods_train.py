@@ -220,3 +220,22 @@ def test_cached_mode_equals_end_to_end_mode(folder, tmp_path, method):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+# ---- domain generalisation: an ImageNet fit evaluated on the variants -------------------------------
+@pytest.mark.parametrize("method", ["LinearProbe", "TipAdapter", "TipAdapterF", "CLIP_Adapter"])
+def test_imagenet_fit_evaluates_on_its_variants(tmp_path, method):
+    data = tmp_path / "data"
+    for name in ("ImageNet", "ImageNetA", "ImageNetSketch"):
+        build_replica(name, data)
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset="ImageNet", epochs=2, batch=4)
+    out = tmp_path / "imagenet"
+    common = ["--root", data, "--seed", 1, "--trainer", method, "--config-file", cfg]
+    run_train(*common, "--output-dir", out, "DATASET.NUM_SHOTS", 2, *FAST.get(method, []))
+    epoch = last_epoch(out, MODEL_NAME[method])
+    for target in ("ImageNetA", "ImageNetSketch"):  # 3 of the 6 classes; all 6
+        ev = tmp_path / target
+        trainer = run_train(*common, "--output-dir", ev, "--eval-only", "--model-dir", out, "--load-epoch", epoch,
+                            "DATASET.NAME", target, *FAST.get(method, []))
+        assert len(accuracies(ev / "log.txt")) == 1
+        assert trainer.model_inference(trainer.test_loader.all_features()[0]).shape[1] == trainer.num_classes

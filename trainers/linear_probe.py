@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
 
+from .class_subset import select_classes
 from .clip_trainer import PRECISIONS
 from .fit_once import FitOnceTrainer
 from .methods import linear_probe as lp
@@ -73,6 +74,10 @@ class LinearProbe(FitOnceTrainer):
     def model_inference(self, inputs):
         feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
         return self.model(feats)
+
+    def adapt_state_dict(self, name, state_dict):
+        """An ImageNet probe evaluated on ImageNet-A/R keeps the rows of their classes."""
+        return select_classes(self, state_dict, {"weight": 0, "bias": 0})
 
     def fit(self):
         """Fit the probe as lpclip does; returns the chosen C."""

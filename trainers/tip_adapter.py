@@ -28,6 +28,7 @@ from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 
+from .class_subset import select_classes
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .fit_once import FitOnceTrainer
 from .methods.prompt_ensemble import ensemble_classifier
@@ -109,6 +110,16 @@ class _TipAdapterParts:
     def model_inference(self, inputs):
         feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
         return self.model(feats)
+
+    def adapt_state_dict(self, name, state_dict):
+        """An ImageNet cache evaluated on ImageNet-A/R keeps their classifier rows and value columns.
+
+        The cache holds the keys of the training run's few-shot set, whatever this dataset's is.
+        """
+        keys = state_dict.get("cache_keys")
+        if keys is not None and keys.shape[0] != self.model.cache_keys.shape[0]:
+            self.model.resize_cache(keys.shape[0])
+        return select_classes(self, state_dict, {"classifier": 0, "cache_values": 1})
 
     def fill_cache(self):
         """Cache keys from AUGMENT_EPOCH training views of the few-shot set; values one-hot."""

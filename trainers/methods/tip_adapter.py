@@ -89,6 +89,15 @@ class TipAdapterHead(nn.Module):
         self.register_buffer("beta", torch.tensor(float(beta)))
         self.register_buffer("logit_scale", torch.as_tensor(float(logit_scale)))
 
+    def resize_cache(self, num_keys):
+        """Zero keys and values for ``num_keys`` entries (before loading a cache of another size)."""
+        keys = torch.zeros(num_keys, self.cache_keys.shape[1], dtype=self.cache_keys.dtype, device=self.cache_keys.device)
+        if isinstance(self.cache_keys, nn.Parameter):
+            self.cache_keys = nn.Parameter(keys)
+        else:
+            self.cache_keys = keys
+        self.cache_values = self.cache_values.new_zeros(num_keys, self.cache_values.shape[1])
+
     @torch.no_grad()
     def set_cache(self, keys, values):
         self.cache_keys.copy_(keys.to(self.cache_keys.dtype))
