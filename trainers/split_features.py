@@ -15,6 +15,9 @@ from .clip_trainer import weights_identity
 def split_features(trainer, items, split, is_train, views=None):
     """Raw encoder features [len(views), N, D] (train views) or [N, D] (test transform) of ``items``."""
     cfg = trainer.cfg
+    test = trainer.dm.dataset.test
+    if split == "val" and test and [d.impath for d in items] == [d.impath for d in test]:
+        split = "test"  # ImageNet's val is its test set: one bundle, as the loaders share one
     store = trainer.feature_store or FeatureStore(cfg.FEATURE_CACHE.DIR or None, enabled=cfg.FEATURE_CACHE.ENABLED)
     encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(trainer.dtype), trainer.prec])
     tfm = trainer.dm.tfm_train if is_train else trainer.dm.tfm_test

@@ -3,7 +3,6 @@
 CoOp's ZeroshotCLIP2 and Tip-Adapter's ``clip_classifier`` both L2-normalise each template's
 class embedding, average over templates, and normalise the mean again.
 """
-import torch
 
 
 def ensemble_classifier(per_template):
