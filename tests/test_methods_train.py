@@ -19,6 +19,7 @@ from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, w
 
 import trainers
 from trainers import method_rules
+from trainers.templates import IMAGENET_TEMPLATES_SELECT
 
 METHODS = ("ZeroshotCLIP2", "LinearProbe", "CLIP_Adapter", "TipAdapter", "TipAdapterF")
 # small search grids and few views keep the runs short; the grids' shape is tested in test_methods.py
@@ -88,6 +89,22 @@ def test_tip_adapter_alpha_0_and_clip_adapter_ratio_0_are_zero_shot_clip(folder,
     assert torch.allclose(tip.model_inference(feats), expected, atol=1e-4)
     tip.model.set_hp(alpha=1.0, beta=1.0)  # the cache does change the logits: the check can fail
     assert not torch.allclose(tip.model_inference(feats), expected, atol=1e-2)
+
+
+def test_zsclip2_classifier_is_the_ensemble_of_eight_prompts_per_class(folder, tmp_path):
+    import clip
+
+    trainer = build(folder, tmp_path, "ZeroshotCLIP2")
+    model = trainer.clip_model
+    names = [c.replace("_", " ") for c in trainer.dm.dataset.classnames]
+    templates = list(IMAGENET_TEMPLATES_SELECT) + ["a photo of a {}."]  # ImageFolder's own: the default
+    with torch.no_grad():
+        rows = []
+        for name in names:  # by hand, one class at a time as CoOp's loop over templates sums them
+            emb = model.encode_text(clip.tokenize([t.format(name) for t in templates]))
+            emb = (emb / emb.norm(dim=-1, keepdim=True)).sum(0) / len(templates)
+            rows.append(emb / emb.norm())
+    torch.testing.assert_close(trainer.text_features, torch.stack(rows), rtol=1e-5, atol=1e-6)
 
 
 # ---- resume after SIGKILL -------------------------------------------------------------------------
