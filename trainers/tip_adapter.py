@@ -100,7 +100,7 @@ class _TipAdapterParts:
         classnames = [c.replace("_", " ") for c in self.dm.dataset.classnames]
         templates = tip_templates(self.cfg.DATASET.NAME)
         logger.info("Zero-shot classifier from %d template(s)", len(templates))
-        classifier = ensemble_classifier(prompt_features(clip_model, classnames, templates)).to(self.dtype)
+        classifier = ensemble_classifier(prompt_features(clip_model, classnames, templates))
         head_dtype = self.dtype if self.prec == "fp16" else torch.float32
         self.model = TipAdapterHead(classifier.to(head_dtype), len(self.dm.dataset.train_x), self.num_classes,
                                     tcfg.INIT_ALPHA, tcfg.INIT_BETA, clip_model.logit_scale.exp().item(),
