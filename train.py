@@ -111,7 +111,7 @@ def log_args(args, cfg):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
-    if args.eval_only and not args.model_dir and cfg.TRAINER.NAME != "ZeroshotCLIP":
+    if args.eval_only and not args.model_dir and cfg.TRAINER.NAME not in ("ZeroshotCLIP", "ZeroshotCLIP2"):
         raise UserError("--eval-only needs --model-dir: the output folder of the training run to evaluate.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)

@@ -1,0 +1,42 @@
+"""Zero-shot CLIP with prompt ensembling (CoOp's ``ZeroshotCLIP2``), no training.
+
+Templates: CLIP's 7 selected ImageNet templates, plus the dataset's own template for every
+dataset but ImageNet; each template's class embeddings are normalised, averaged and normalised
+again. Class names read ``_`` as a space. Run with ``--eval-only`` (no ``--model-dir`` needed)
+or without: either way it evaluates.
+"""
+import logging
+
+from yacs.config import CfgNode as CN
+
+from engine import TRAINER_REGISTRY
+
+from .methods.prompt_ensemble import ensemble_classifier, ensemble_templates
+from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT
+from .text_features import prompt_features
+from .zsclip import ZeroshotCLIP
+
+logger = logging.getLogger(__name__)
+
+
+def add_config(cfg):
+    cfg.TRAINER.ZeroshotCLIP2 = CN()
+    cfg.TRAINER.ZeroshotCLIP2.PREC = "fp16"  # fp16 | fp32 | amp; fp16 runs in fp32 on the CPU
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP2(ZeroshotCLIP):
+    """Prompt-ensembled zero-shot CLIP; ``model_inference`` and ``train`` as ZeroshotCLIP."""
+
+    def trainer_cfg(self):
+        return self.cfg.TRAINER.ZeroshotCLIP2
+
+    def build_model(self):
+        clip_model = self.load_clip()
+        name = self.cfg.DATASET.NAME
+        templates = ensemble_templates(IMAGENET_TEMPLATES_SELECT, CUSTOM_TEMPLATES.get(name, DEFAULT_TEMPLATE), name)
+        logger.info("Prompt ensembling (n=%d)", len(templates))
+        classnames = [c.replace("_", " ") for c in self.dm.dataset.classnames]
+        self.text_features = ensemble_classifier(prompt_features(clip_model, classnames, templates))
+        self.model = clip_model
+        self.use_feature_cache()
