@@ -39,6 +39,11 @@ TRAINER_ARGS = {
     "TaskRes": ([], []),
     "StrongBase": ([], ["STRONG_BASE.ROOT", "{tmp}/strong_base"]),  # not the repository's strong_base/
     "ZeroshotCLIP": (["--eval-only"], []),
+    "ZeroshotCLIP2": (["--eval-only"], []),
+    "LinearProbe": ([], ["TRAINER.LINEAR_PROBE.NUM_STEP", "2"]),
+    "CLIP_Adapter": ([], []),
+    "TipAdapter": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
+    "TipAdapterF": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
 }
 
 
