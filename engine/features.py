@@ -6,12 +6,18 @@ row keyed by the image's path + size + mtime. A run asks for the rows it needs; 
 rows are encoded (so a changed image, or a new few-shot sample, encodes just those images),
 and the bundle is merged and rewritten atomically under a file lock.
 
-    store = FeatureStore(cache_dir)
+Three layers, each usable alone:
+
+    store = FeatureStore(cache_dir)                       # bundles on disk
     feats = store.features(encoder, items, transform, encoder_key, transform_key,
                            group="OxfordPets/train", views=[0, 1, 2, 3])   # [V, N, D]
+    source = FeatureSource.from_config(cfg, dm, encode, encoder_key, device, dtype, max_epoch)
+    source.features("train"), source.features("test")   # one run's splits, as tensors
+    train, val, test = source.loaders(train_loader, val_loader, test_loader)
 
-`CachedFeatureLoader` then replays Dassl's training loop on stored features: epoch e takes
-view e mod V, in the same seeded order the image loader would use.
+`FeatureSource` is what a trainer holds: its data, transforms and cache keys in one object.
+`CachedFeatureLoader` replays Dassl's training loop on stored features: epoch e takes view
+e mod V, in the same seeded order the image loader would use.
 """
 import fcntl
 import hashlib
@@ -25,6 +31,8 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
 from .data.data_manager import DatasetWrapper
+from .data.transforms import transform_signature
+from .errors import ConfigError
 from .utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -255,3 +263,103 @@ class CachedFeatureLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield {"feat": view_feats[idx], "label": self.labels[idx], "index": idx}
+
+
+class FeatureSource:
+    """One run's frozen-encoder features: which items, which transforms, the cache key, the loaders.
+
+    ``splits`` maps "train" / "val" / "test" to items (None when a split is absent);
+    ``transforms`` maps "train" (random views) and "test" (the deterministic view) to
+    ``(transform, transform_key)``. ``train_views`` is V (0 for a method that trains nothing).
+    ``store`` None means the cache is off: nothing is read or written, features are computed.
+    """
+
+    def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
+                 dtype=torch.float16, batch_size=256, num_workers=0):
+        self.store = store
+        self.encode = encode
+        self.encoder_key = encoder_key
+        self.group = group
+        self.splits = splits
+        self.transforms = transforms
+        self.train_views = train_views
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._told_views = False
+
+    @classmethod
+    def from_config(cls, cfg, dm, encode, encoder_key, device, dtype, max_epoch, trains=True):
+        """The source of a run: FEATURE_CACHE.* keys, the DataManager's splits and transforms.
+
+        With FEATURE_CACHE.ENABLED False the source still computes features on request (nothing
+        stored); the trainer then keeps its image loaders (end-to-end mode).
+        """
+        fc = cfg.FEATURE_CACHE
+        if fc.TRAIN_VIEWS < 1:
+            raise ConfigError(f"FEATURE_CACHE.TRAIN_VIEWS must be at least 1, got {fc.TRAIN_VIEWS}.")
+        ds = dm.dataset
+        store = FeatureStore(fc.DIR or None) if fc.ENABLED else None
+        if store is None:
+            logger.info("Feature cache off: the image encoder runs in the loop (end-to-end mode)")
+        else:
+            logger.info("Feature cache: %s", store.root)
+        return cls(
+            store, encode, encoder_key, cfg.DATASET.NAME,
+            splits={"train": ds.train_x, "val": ds.val or None, "test": ds.test},
+            transforms={"train": (dm.tfm_train, transform_signature(cfg, True)),
+                        "test": (dm.tfm_test, transform_signature(cfg, False))},
+            # more views than epochs would never be used
+            train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
+            device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    def default_views(self, split):
+        """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
+        return list(range(self.train_views)) if split == "train" and self.train_views else [TEST_VIEW]
+
+    def features(self, split, views=None):
+        """Features of ``split``'s items for each view: [len(views), N, D] in the encoder's dtype.
+
+        ``views`` holds view indices of the training transform and/or ``"test"`` (the test
+        transform; on "train" that gives un-augmented training features, as a linear probe uses).
+        """
+        items = self.splits.get(split)
+        if items is None:
+            raise ValueError(f"This run has no {split!r} split.")
+        views = self.default_views(split) if views is None else list(views)
+        if split == "train" and views != [TEST_VIEW] and not self._told_views:
+            logger.info("Feature cache: %d training view(s) per image (epoch e trains on view e mod %d)",
+                        len(views), len(views))
+            self._told_views = True
+        out = {}
+        augmented = [v for v in views if v != TEST_VIEW]
+        for kind, kind_views in (("train", augmented), ("test", [TEST_VIEW] if TEST_VIEW in views else [])):
+            if not kind_views:
+                continue
+            transform, transform_key = self.transforms[kind]
+            feats = (self.store or FeatureStore(enabled=False)).features(
+                self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
+                batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                is_train=kind == "train", dtype=self.dtype)
+            out.update(zip(kind_views, feats))
+        if self.store is not None:
+            logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)
+        return torch.stack([out[v] for v in views])
+
+    def loader(self, split, image_loader):
+        """A CachedFeatureLoader replacing ``image_loader`` (same sampler, batch size, drop_last)."""
+        if image_loader is None:
+            return None
+        return CachedFeatureLoader(self.splits[split], lambda: self.features(split), image_loader.sampler,
+                                   image_loader.batch_size, image_loader.drop_last, device=self.device)
+
+    def loaders(self, train_loader, val_loader, test_loader):
+        """Feature loaders for the three image loaders (the train one only when the method trains)."""
+        train = self.loader("train", train_loader) if self.train_views else train_loader
+        test = self.loader("test", test_loader)
+        val_items, test_items = self.splits.get("val"), self.splits.get("test")
+        # ImageNet's val set is its test set: the test loader serves both, read from disk once
+        same_as_test = val_items is not None and [d.impath for d in val_items] == [d.impath for d in test_items]
+        val = test if same_as_test else self.loader("val", val_loader)
+        return train, val, test

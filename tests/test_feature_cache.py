@@ -1,4 +1,4 @@
-"""The feature cache (engine/features.py + FrozenCLIPTrainer.use_feature_cache) on a tiny CLIP, CPU.
+"""The feature cache (engine/features.py: FeatureStore, FeatureSource, CachedFeatureLoader) on a tiny CLIP, CPU.
 
 What it must keep: cached training with TRAIN_VIEWS = MAX_EPOCH trains exactly like the
 end-to-end loop; a second run encodes nothing; each part of the key (transform, backbone,
@@ -242,3 +242,56 @@ def test_store_encodes_only_missing_rows(tmp_path):
     off = FeatureStore(str(tmp_path / "off"), enabled=False)
     off.features(encode, items, tfm, "enc", "tfm", "x/test", ["test"], is_train=False, dtype=torch.float32)
     assert off.encoded == 6 and not os.path.exists(tmp_path / "off")
+
+
+def _docstring_example():
+    """The method written in FrozenCLIPTrainer's docstring, executed as it stands there."""
+    import inspect
+    import textwrap
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from engine.metrics import compute_accuracy
+    from engine.registry import Registry
+    from trainers import clip_trainer
+    from trainers.text_features import prompt_features
+
+    doc = inspect.getdoc(clip_trainer.FrozenCLIPTrainer)
+    block = doc.split("Adding a method that trains on cached features")[1].split("::\n", 1)[1]
+    code = textwrap.dedent(block.split("\n\nwith its config group")[0])
+    namespace = dict(nn=nn, F=F, compute_accuracy=compute_accuracy, prompt_features=prompt_features,
+                     TRAINER_REGISTRY=Registry("EXAMPLE"), FrozenCLIPTrainer=clip_trainer.FrozenCLIPTrainer,
+                     cosine_logits=clip_trainer.cosine_logits)
+    exec(compile(code, "FrozenCLIPTrainer docstring", "exec"), namespace)
+    return namespace["RowTuning"], len(code.strip().splitlines())
+
+
+def test_the_base_class_example_method_trains_on_cached_features_and_end_to_end(setup):
+    """A new method is a head + a step: the docstring's example trains, checkpoints, and its cached
+    run (V = epochs) equals its end-to-end run, as TaskRes' does."""
+    from yacs.config import CfgNode as CN
+
+    import datasets  # noqa: F401  (registers ImageFolder)
+    import trainers
+    from engine.config import get_cfg_default, merge_from_file
+
+    method, lines = _docstring_example()
+    assert lines <= 35  # "a method is ~30 lines"
+    data, cfg_file, tmp = setup
+    weights = {}
+    for mode, opts in (("cached", ["FEATURE_CACHE.TRAIN_VIEWS", EPOCHS]), ("e2e", ["FEATURE_CACHE.ENABLED", False])):
+        cfg = trainers.extend_cfg(get_cfg_default())
+        cfg.TRAINER.RowTuning = CN()
+        cfg.TRAINER.RowTuning.PREC = "fp32"
+        merge_from_file(cfg, cfg_file)
+        cfg.merge_from_list(["TRAINER.NAME", "RowTuning", "DATASET.ROOT", data, "OUTPUT_DIR", str(tmp / mode),
+                             "SEED", 1, "DATASET.NUM_SHOTS", 4, *opts])
+        trainer = method(cfg)
+        zero_shot = trainer.model.weight.detach().clone()
+        trainer.train()
+        assert (tmp / mode / "head" / f"model.pth.tar-{EPOCHS}").exists()
+        weights[mode] = trainer.model.weight.detach().clone()
+        assert (weights[mode] - zero_shot).abs().max() > 1e-4  # it trained
+    assert trainer.feature_store is None
+    torch.testing.assert_close(weights["cached"], weights["e2e"], rtol=1e-4, atol=1e-6)
