@@ -78,7 +78,7 @@ def test_second_run_hits_the_cache_and_logs_its_size(setup):
 @pytest.mark.parametrize("opts, train_views, test_views", [
     (("INPUT.RRCROP_SCALE", "(0.5, 1.0)"), 4 * N_TRAIN, 0),  # the test transform does not crop at random
     (("INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]"), 4 * N_TRAIN, N_TEST),
-    (("INPUT.INTERPOLATION", "bilinear"), 4 * N_TRAIN, N_TEST),
+    (("INPUT.INTERPOLATION", "nearest"), 4 * N_TRAIN, N_TEST),  # "bilinear", Dassl's default, reads as unset
     (("TRAINER.TaskRes.PREC", "amp"), 4 * N_TRAIN, N_TEST),
     (("OPTIM.LR", 0.5, "TRAINER.TaskRes.RESIDUAL_SCALE", 0.5), 0, 0),  # no change to a feature
     (("FEATURE_CACHE.TRAIN_VIEWS", 6, "OPTIM.MAX_EPOCH", 6), 2 * N_TRAIN, 0),  # only views 4 and 5 are new

@@ -13,9 +13,11 @@ import warnings
 
 import torch
 import torch.nn as nn
+from torchvision.transforms import Normalize, Resize
 
 import clip
 from engine import TrainerX
+from engine.data.transforms import build_transform, interpolation_name, model_input_settings
 from engine.errors import ConfigError
 from engine.features import FeatureSource, file_identity
 from engine.optim import build_lr_scheduler, build_optimizer
@@ -23,6 +25,9 @@ from engine.optim import build_lr_scheduler, build_optimizer
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
+# OpenAI CLIP's input normalisation (its preprocess), for models that come without a preprocess
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # open_clip architecture names for OpenAI names, for an untrained backbone (PRETRAINED False)
 OPENAI_TO_OPEN_CLIP = {
     "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
@@ -87,6 +92,7 @@ class FrozenCLIPTrainer(TrainerX):
     ``build_model`` is a fixed sequence; a method fills in the head and the step::
 
         load_clip()                     # CLIP in PREC (fp16 -> fp32 on CPU), frozen, eval
+        configure_input()               # INPUT size/interpolation/mean/std from the model unless set
         build_feature_source()          # self.feature_source: features(split, views), loaders
         self.model = build_head(clip)   # the method's nn.Module: image features [B, D] -> logits
         register_trainable()            # trainable_modules(): optimiser + LR schedule from OPTIM
@@ -154,6 +160,7 @@ class FrozenCLIPTrainer(TrainerX):
     # ---- the fixed build sequence -----------------------------------------------------------
     def build_model(self):
         clip_model = self.load_clip()
+        self.configure_input()
         self.feature_source = self.build_feature_source()
         self.model = self.build_head(clip_model).to(self.device)
         self.register_trainable()
@@ -173,11 +180,12 @@ class FrozenCLIPTrainer(TrainerX):
         name = cfg.MODEL.BACKBONE.NAME
         logger.info("Loading CLIP (backbone: %s)", name)
         if cfg.MODEL.BACKBONE.PRETRAINED:
-            model, _ = clip.load(name, device=self.device, cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
-                                 weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
+            model, self.preprocess = clip.load(name, device=self.device, cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
+                                               weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
         else:
             logger.warning("MODEL.BACKBONE.PRETRAINED is False: %s has random weights (untrained backbone)", name)
             model = build_untrained_clip(name, self.device)
+            self.preprocess = None  # OpenAI's pipeline: bicubic, CLIP's mean/std
         self.prec = self.precision()
         model.half() if self.prec == "fp16" else model.float()
         model.requires_grad_(False)
@@ -186,6 +194,51 @@ class FrozenCLIPTrainer(TrainerX):
         self.clip_model = model
         self.dtype = next(model.visual.parameters()).dtype
         return model
+
+    def model_input(self):
+        """(size, interpolation, mean, std) the loaded CLIP expects, read from its preprocess."""
+        visual = self.clip_model.visual
+        size = getattr(visual, "input_resolution", None) or self.clip_model.image_resolution
+        interpolation, mean, std = "bicubic", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        for step in getattr(self.preprocess, "transforms", []):
+            if isinstance(step, Resize):
+                interpolation = interpolation_name(step.interpolation) or interpolation
+            elif isinstance(step, Normalize):
+                mean, std = tuple(step.mean), tuple(step.std)
+        return int(size), interpolation, mean, std
+
+    def configure_input(self):
+        """See images as the model expects: INPUT values the user did not set come from the model.
+
+        A value still at Dassl's default takes the model's (so a run without a trainer config
+        gets CLIP's bicubic resize and mean/std); a value set on purpose is kept, with a warning
+        when it contradicts the model. The config is updated in place, so config.yaml and the
+        feature-cache keys record what was used; the transforms are rebuilt when anything changed.
+        """
+        cfg = self.cfg
+        size, interpolation, mean, std = self.model_input()
+        updates, sources, conflicts = model_input_settings(cfg.INPUT, size, interpolation, mean, std)
+        for sentence in conflicts:
+            logger.warning(sentence)
+        if updates:
+            frozen = cfg.is_frozen()
+            cfg.defrost()
+            for key, value in updates.items():
+                cfg.INPUT[key] = value
+            if frozen:
+                cfg.freeze()
+            self.dm.tfm_train = build_transform(cfg, is_train=True)
+            self.dm.tfm_test = build_transform(cfg, is_train=False)
+            for loader, tfm in ((self.train_loader_x, self.dm.tfm_train), (self.val_loader, self.dm.tfm_test),
+                                (self.test_loader, self.dm.tfm_test)):
+                if loader is not None:
+                    loader.dataset.transform = tfm
+        inp = cfg.INPUT
+        logger.info("Input pipeline: %dx%d (%s), %s (%s), mean %s std %s (%s), transforms %s",
+                    inp.SIZE[0], inp.SIZE[1], sources["SIZE"], inp.INTERPOLATION, sources["INTERPOLATION"],
+                    list(inp.PIXEL_MEAN), list(inp.PIXEL_STD),
+                    "model" if sources["PIXEL_MEAN"] == sources["PIXEL_STD"] == "model" else "config",
+                    list(inp.TRANSFORMS))
 
     def build_feature_source(self):
         """This run's FeatureSource, keyed by backbone, weights file, dtype and precision."""
