@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
-from .data.data_manager import DatasetWrapper
+from .data.data_manager import DatasetWrapper, relative_impath
 from .data.transforms import transform_signature
 from .errors import ConfigError
 from .utils.io import atomic_torch_save
@@ -38,7 +38,11 @@ from .utils.io import atomic_torch_save
 logger = logging.getLogger(__name__)
 
 BUNDLE_VERSION = 1
+# Part of every bundle's name: 2 = rows keyed by the path relative to DATASET.ROOT and training
+# views seeded by (SEED, relative path, view); files of layout 1 are never read again.
+CACHE_LAYOUT = 2
 TEST_VIEW = "test"  # the deterministic test transform has a single view
+PROGRESS_SECONDS = 30  # encoding progress goes to the log at most this often (and at each tenth)
 
 
 def default_cache_dir():
@@ -49,10 +53,11 @@ def default_cache_dir():
     return os.path.join(base, "taskres", "features")
 
 
-def image_key(impath):
-    """What identifies an image's content cheaply: path, size and modification time."""
+def image_key(impath, root=""):
+    """What identifies an image's content cheaply: path (relative to ``root``, the data root, so
+    a moved data folder keeps its cache), size and modification time."""
     st = os.stat(impath)
-    return f"{os.path.abspath(impath)}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{relative_impath(impath, root)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _path_of(key):
@@ -123,18 +128,40 @@ def _split_on_oom(encode, images):
         return torch.cat([_split_on_oom(encode, images[:half]), _split_on_oom(encode, images[half:])])
 
 
-def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train):
+class _Progress:
+    """Encoding progress in the log (log.txt too, not only a terminal's bar): at each tenth, at most
+    every PROGRESS_SECONDS, and at the end."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc = total, desc
+        self.start = self.last = time.perf_counter()
+        self.next_tenth = 1
+
+    def update(self, done):
+        now = time.perf_counter()
+        tenth = done * 10 // max(self.total, 1)
+        if done < self.total and tenth < self.next_tenth and now - self.last < PROGRESS_SECONDS:
+            return
+        self.next_tenth, self.last = tenth + 1, now
+        rate = done / max(now - self.start, 1e-9)
+        logger.info("Encoding %s: %d/%d image views (%d%%), %.1f views/s", self.desc, done, self.total,
+                    100 * done // max(self.total, 1), rate)
+
+
+def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
+                 desc="images"):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
 
     ``encode`` maps an image batch already on ``device`` to features. Decoding runs in
     ``num_workers`` processes with pinned memory so the accelerator does not wait on JPEGs;
     features stay on the device until the end, so no batch waits for the previous one's copy.
+    ``root`` and ``seed`` seed the training views (``view_seed``).
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
     worker_tfm, to_input = split_transform(transform)
     loader = DataLoader(
-        DatasetWrapper(items, worker_tfm, is_train), batch_size=batch_size, sampler=keys,
+        DatasetWrapper(items, worker_tfm, is_train, root=root, seed=seed), batch_size=batch_size, sampler=keys,
         num_workers=num_workers, pin_memory=cuda, drop_last=False)
     outputs = []
     progress = loader
@@ -142,12 +169,16 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
         from tqdm import tqdm
 
         progress = tqdm(loader, desc="encoding images", unit="batch")
+    log = _Progress(len(keys), desc)
+    done = 0
     with torch.inference_mode():
         for batch in progress:
             images = to_input(batch["img"].to(device, non_blocking=True))
             if cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
             outputs.append(_split_on_oom(encode, images))
+            done += images.shape[0]
+            log.update(done)
         return torch.cat(outputs).float().cpu() if outputs else torch.empty(0)
 
 
@@ -161,7 +192,7 @@ class FeatureStore:
         self.encode_seconds = 0.0  # wall time spent encoding them (decoding included)
 
     def bundle_path(self, encoder_key, transform_key, view, group):
-        name = _digest(encoder_key, transform_key, view, group)
+        name = _digest(encoder_key, transform_key, view, group, f"layout {CACHE_LAYOUT}")
         return os.path.join(self.root, _digest(encoder_key)[:8], f"{group.replace('/', '_')}-{view}-{name}.pt")
 
     def _read(self, path):
@@ -194,9 +225,13 @@ class FeatureStore:
                                "features": torch.stack([rows[k] for k in keys])}, path)
 
     def features(self, encode, items, transform, encoder_key, transform_key, group, views, batch_size=256,
-                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16):
-        """Features of ``items`` for each view in ``views``: a tensor [len(views), N, D]."""
-        img_keys = [image_key(item.impath) for item in items]
+                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0):
+        """Features of ``items`` for each view in ``views``: a tensor [len(views), N, D].
+
+        ``root`` (DATASET.ROOT) makes row keys relative; training views are seeded by ``seed`` and
+        ``root`` too, so ``transform_key`` must name the seed (FeatureSource does).
+        """
+        img_keys = [image_key(item.impath, root) for item in items]
         per_view, missing = [], []
         for v, view in enumerate(views):
             rows = self._read(self.bundle_path(encoder_key, transform_key, view, group)) if self.enabled else {}
@@ -207,7 +242,8 @@ class FeatureStore:
                         len(missing), group, len(views) * len(items) - len(missing))
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
             start = time.perf_counter()
-            encoded = encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train)
+            encoded = encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train,
+                                   root=root, seed=seed, desc=group)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
@@ -275,7 +311,7 @@ class FeatureSource:
     """
 
     def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
-                 dtype=torch.float16, batch_size=256, num_workers=0):
+                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0):
         self.store = store
         self.encode = encode
         self.encoder_key = encoder_key
@@ -287,6 +323,8 @@ class FeatureSource:
         self.dtype = dtype
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.root = root
+        self.seed = seed if seed is not None and seed > 0 else 0  # as view_seed reads it
         self._told_views = False
 
     @classmethod
@@ -308,11 +346,13 @@ class FeatureSource:
         return cls(
             store, encode, encoder_key, cfg.DATASET.NAME,
             splits={"train": ds.train_x, "val": ds.val or None, "test": ds.test},
-            transforms={"train": (dm.tfm_train, transform_signature(cfg, True)),
+            # the training views depend on the run's seed (view_seed), so their key names it
+            transforms={"train": (dm.tfm_train, f"{transform_signature(cfg, True)}|seed={max(cfg.SEED, 0)}"),
                         "test": (dm.tfm_test, transform_signature(cfg, False))},
             # more views than epochs would never be used
             train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
-            device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
+            device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
+            root=cfg.DATASET.ROOT, seed=cfg.SEED)
 
     def default_views(self, split):
         """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
@@ -341,7 +381,7 @@ class FeatureSource:
             feats = (self.store or FeatureStore(enabled=False)).features(
                 self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
                 batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                is_train=kind == "train", dtype=self.dtype)
+                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed)
             out.update(zip(kind_views, feats))
         if self.store is not None:
             logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from engine.config import get_cfg_default
-from engine.data.data_manager import EpochSampler
+from engine.data.data_manager import DatasetWrapper, EpochSampler, relative_impath, view_seed
 from engine.data.transforms import build_transform
 from engine.features import (
     CachedFeatureLoader, FeatureStore, default_cache_dir, format_size, image_key, split_transform)
@@ -70,9 +70,10 @@ def test_second_run_hits_the_cache_and_logs_its_size(setup):
     size = format_size(sum(os.path.getsize(f) for f in files))
     assert f"Feature cache holds {size} in {os.environ['TASKRES_FEATURE_CACHE']}" in log
     assert "Encoding" not in log
-    # another seed samples other shots: only the new images are encoded, the test set is reused
+    # another seed augments every image differently (views are seeded by the run's seed):
+    # all its training views are new, the test set is reused
     third, _ = train(setup, "seed2", extra=("--seed", 2))
-    assert 0 < third.feature_store.encoded < 4 * N_TRAIN
+    assert third.feature_store.encoded == 4 * N_TRAIN
 
 
 @pytest.mark.parametrize("opts, train_views, test_views", [
@@ -119,10 +120,11 @@ def test_a_changed_image_re_encodes_only_its_views(setup):
     assert after.feature_store.encoded == 4 + 1  # its 4 train views and its test view
     # the stale rows are replaced, not kept beside the new ones
     assert rows() == before
-    new_key = image_key(test_img)
+    data = setup[0]
+    new_key = image_key(test_img, data)
     test_bundle = [f for f in cache_files(store_root) if "_test-" in os.path.basename(f)][0]
     keys = torch.load(test_bundle, weights_only=True)["keys"]
-    assert new_key in keys and sum(k.startswith(os.path.abspath(test_img) + "|") for k in keys) == 1
+    assert new_key in keys and sum(k.startswith(relative_impath(test_img, data) + "|") for k in keys) == 1
 
 
 def test_truncated_or_foreign_cache_file_is_rebuilt(setup, caplog):
@@ -295,3 +297,46 @@ def test_the_base_class_example_method_trains_on_cached_features_and_end_to_end(
         assert (weights[mode] - zero_shot).abs().max() > 1e-4  # it trained
     assert trainer.feature_store is None
     torch.testing.assert_close(weights["cached"], weights["e2e"], rtol=1e-4, atol=1e-6)
+
+
+def test_moving_the_data_folder_changes_no_number_and_keeps_the_cache(setup):
+    """Views are seeded by the path relative to DATASET.ROOT and cache rows keyed by it."""
+    data, cfg, tmp = setup
+    first, out = train(setup, "before")
+    moved = str(tmp / "elsewhere" / "data")
+    os.makedirs(os.path.dirname(moved))
+    os.rename(data, moved)  # mtimes survive a move
+    again, out2 = train((moved, cfg, tmp), "after")
+    assert again.feature_store.encoded == 0
+    assert torch.equal(residual(again), residual(first))
+    e2e_a, _ = train((moved, cfg, tmp), "e2e_moved", "FEATURE_CACHE.ENABLED", False)
+    os.rename(moved, data)
+    e2e_b, _ = train(setup, "e2e_back", "FEATURE_CACHE.ENABLED", False)
+    assert torch.equal(residual(e2e_a), residual(e2e_b))
+
+
+def test_seeds_get_different_augmentations_and_a_view_is_fixed_by_seed_path_view(tmp_path):
+    from engine.data.datasets import Datum
+
+    data = make_image_folder(tmp_path / "d", classes=("a",), per_class=1)
+    item = Datum(os.path.join(data, "a", "0.jpg"), 0)
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (16, 16)
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip"]
+    tfm = build_transform(cfg, True)
+
+    def view(seed, v, root=data):
+        return DatasetWrapper([item], tfm, True, root=root, seed=seed)[(0, v)]["img"]
+
+    assert torch.equal(view(1, 0), view(1, 0))  # repeatable
+    assert not torch.equal(view(1, 0), view(2, 0))  # another seed, another crop
+    assert not torch.equal(view(1, 0), view(1, 1))  # another view, another crop
+    assert view_seed(item.impath, 3, 1, data) == view_seed("/elsewhere/a/0.jpg", 3, 1, "/elsewhere")
+    assert view_seed(item.impath, 3, -1, data) == view_seed(item.impath, 3, 0, data)  # unseeded runs use 0
+
+
+def test_encoding_progress_is_written_to_log_txt(setup):
+    _, out = train(setup, "run")
+    log = (out / "log.txt").read_text()
+    assert f"Encoding ImageFolder/train: {4 * N_TRAIN}/{4 * N_TRAIN} image views (100%)" in log
+    assert f"Encoding ImageFolder/test: {N_TEST}/{N_TEST} image views (100%)" in log
