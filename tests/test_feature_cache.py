@@ -340,3 +340,23 @@ def test_encoding_progress_is_written_to_log_txt(setup):
     log = (out / "log.txt").read_text()
     assert f"Encoding ImageFolder/train: {4 * N_TRAIN}/{4 * N_TRAIN} image views (100%)" in log
     assert f"Encoding ImageFolder/test: {N_TEST}/{N_TEST} image views (100%)" in log
+
+
+def test_one_and_two_torch_threads_give_the_same_run(setup):
+    """Reproducibility across machines: the thread count (a machine's core count by default) is
+    what most often changes float summation order. One cached TaskRes run with 1 and with 2
+    threads, each with its own cache (so encoding runs under each count too)."""
+    data, cfg, tmp = setup
+    runs = {}
+    for threads in (1, 2):
+        os.environ["TASKRES_FEATURE_CACHE"] = str(tmp / f"cache{threads}")
+        trainer, out = train(setup, f"threads{threads}", "FEATURE_CACHE.NUM_THREADS", threads,
+                             "OPTIM.MAX_EPOCH", 10, "OPTIM.LR", 0.05)
+        assert torch.get_num_threads() == threads and f"torch CPU threads: {threads}" in (out / "log.txt").read_text()
+        runs[threads] = (residual(trainer), accuracies(out / "log.txt")[-1],
+                         trainer.feature_source.features("test"))
+    torch.set_num_threads(1)
+    assert runs[1][0].abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(runs[2][2], runs[1][2], rtol=0, atol=0)
+    torch.testing.assert_close(runs[2][0], runs[1][0], rtol=0, atol=0)
+    assert runs[2][1] == runs[1][1]

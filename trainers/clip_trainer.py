@@ -25,6 +25,7 @@ from engine.optim import build_lr_scheduler, build_optimizer
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.NUM_THREADS 0 restores
 # OpenAI CLIP's input normalisation (its preprocess), for models that come without a preprocess
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -136,6 +137,19 @@ class FrozenCLIPTrainer(TrainerX):
     """
 
     TRAINS = True  # False: a training-free method; its runs encode no training views
+
+    def __init__(self, cfg):
+        self.set_threads(cfg.FEATURE_CACHE.NUM_THREADS)
+        super().__init__(cfg)
+
+    @staticmethod
+    def set_threads(num_threads):
+        """torch's CPU thread count for this process, from FEATURE_CACHE.NUM_THREADS (0: torch's default)."""
+        if num_threads < 0:
+            raise ConfigError(f"FEATURE_CACHE.NUM_THREADS must be 0 (torch's default) or a positive count, got {num_threads}.")
+        torch.set_num_threads(num_threads or _TORCH_DEFAULT_THREADS)
+        logger.info("torch CPU threads: %d (FEATURE_CACHE.NUM_THREADS %d; %d cores)",
+                    torch.get_num_threads(), num_threads, os.cpu_count() or 1)
 
     def check_cfg(self, cfg):
         """PREC is checked before CLIP loads, so a typo costs no loading time."""
