@@ -27,13 +27,14 @@ import sys
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
-from .data.data_manager import DatasetWrapper, relative_impath
+from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.transforms import transform_signature
 from .errors import ConfigError
 from .utils.io import atomic_torch_save
+from .utils.tools import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,34 @@ class _Progress:
                     100 * done // max(self.total, 1), rate)
 
 
+class _ViewsOfImage(Dataset):
+    """Training views of one image from a single decode: item ``i`` -> {"img": [len(views[i]), C, H, W]}.
+
+    Each view is seeded exactly as DatasetWrapper seeds it (``view_seed``), so the views are the
+    ones the end-to-end loop sees, bit for bit; the JPEG is decoded once instead of V times.
+    """
+
+    def __init__(self, items, transform, views, root, seed):
+        self.items, self.transform, self.views, self.root, self.seed = items, transform, views, root, seed
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        impath = self.items[index].impath
+        img = read_image(impath)
+        out = []
+        for view in self.views[index]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(view_seed(impath, view, self.seed, self.root))
+                out.append(self.transform(img))
+        return {"img": torch.stack(out)}
+
+
+def _cat_views(samples):
+    return {"img": torch.cat([sample["img"] for sample in samples])}
+
+
 def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
                  desc="images"):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
@@ -160,9 +189,21 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
     device = torch.device(device)
     cuda = device.type == "cuda"
     worker_tfm, to_input = split_transform(transform)
-    loader = DataLoader(
-        DatasetWrapper(items, worker_tfm, is_train, root=root, seed=seed), batch_size=batch_size, sampler=keys,
-        num_workers=num_workers, pin_memory=cuda, drop_last=False)
+    if is_train:  # one decode per image, all its missing views cut from it
+        by_image = {}
+        for pos, (index, view) in enumerate(keys):
+            by_image.setdefault(index, []).append((pos, view))
+        views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
+        per_batch = max(1, batch_size // max(len(v) for v in views.values())) if views else 1
+        loader = DataLoader(
+            _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
+            num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)
+        positions = [pos for pairs in by_image.values() for pos, _ in pairs]
+    else:
+        loader = DataLoader(
+            DatasetWrapper(items, worker_tfm, is_train, root=root, seed=seed), batch_size=batch_size, sampler=keys,
+            num_workers=num_workers, pin_memory=cuda, drop_last=False)
+        positions = None
     outputs = []
     progress = loader
     if sys.stderr.isatty() and len(loader) > 1:
@@ -179,7 +220,14 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             outputs.append(_split_on_oom(encode, images))
             done += images.shape[0]
             log.update(done)
-        return torch.cat(outputs).float().cpu() if outputs else torch.empty(0)
+        if not outputs:
+            return torch.empty(0)
+        feats = torch.cat(outputs).float().cpu()
+    if positions is not None:  # back to the order of ``keys``
+        ordered = torch.empty_like(feats)
+        ordered[torch.tensor(positions)] = feats
+        feats = ordered
+    return feats
 
 
 class FeatureStore:

@@ -360,3 +360,26 @@ def test_one_and_two_torch_threads_give_the_same_run(setup):
     torch.testing.assert_close(runs[2][2], runs[1][2], rtol=0, atol=0)
     torch.testing.assert_close(runs[2][0], runs[1][0], rtol=0, atol=0)
     assert runs[2][1] == runs[1][1]
+
+
+def test_each_training_image_is_decoded_once_and_its_views_are_the_same_bit_for_bit(tmp_path, monkeypatch):
+    import engine.features as features_module
+    from engine.data.datasets import Datum
+
+    data = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
+    items = [Datum(os.path.join(data, c, f"{i}.jpg"), j) for j, c in enumerate("ab") for i in range(3)]
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (16, 16)
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
+    tfm = build_transform(cfg, True)
+    keys = [(i, v) for v in (0, 1, 2) for i in range(6)][1:]  # views in the store's order, one pair missing
+    decoded = []
+    real_read = features_module.read_image
+    monkeypatch.setattr(features_module, "read_image", lambda path: decoded.append(path) or real_read(path))
+    got = features_module.encode_views(lambda x: x.flatten(1), items, tfm, keys, batch_size=4, num_workers=0,
+                                       device="cpu", is_train=True, root=data, seed=7)
+    assert sorted(decoded) == sorted(item.impath for item in items)  # 6 decodes for 17 views
+    worker, to_input = split_transform(tfm)
+    wrapper = DatasetWrapper(items, worker, True, root=data, seed=7)  # the end-to-end loop's views
+    expected = torch.cat([to_input(wrapper[key]["img"][None]).flatten(1) for key in keys])
+    assert torch.equal(got, expected)
