@@ -383,3 +383,33 @@ def test_each_training_image_is_decoded_once_and_its_views_are_the_same_bit_for_
     wrapper = DatasetWrapper(items, worker, True, root=data, seed=7)  # the end-to-end loop's views
     expected = torch.cat([to_input(wrapper[key]["img"][None]).flatten(1) for key in keys])
     assert torch.equal(got, expected)
+
+
+def test_a_subclass_with_its_own_build_model_still_gets_the_cache(setup):
+    """Trainers written before build_head (load_clip(), head, use_feature_cache()) keep working."""
+    from yacs.config import CfgNode as CN
+
+    import datasets  # noqa: F401  (registers ImageFolder)
+    import trainers
+    from engine.config import get_cfg_default, merge_from_file
+
+    method, _ = _docstring_example()
+
+    class OldStyle(method):
+        def build_model(self):
+            clip_model = self.load_clip()
+            self.model = self.build_head(clip_model).to(self.device)
+            self.register_trainable()
+            self.use_feature_cache()
+
+    data, cfg_file, tmp = setup
+    cfg = trainers.extend_cfg(get_cfg_default())
+    cfg.TRAINER.RowTuning = CN()
+    cfg.TRAINER.RowTuning.PREC = "fp32"
+    merge_from_file(cfg, cfg_file)
+    cfg.merge_from_list(["TRAINER.NAME", "RowTuning", "DATASET.ROOT", data, "OUTPUT_DIR", str(tmp / "old"),
+                         "SEED", 1, "DATASET.NUM_SHOTS", 4])
+    trainer = OldStyle(cfg)
+    trainer.train()
+    assert trainer.feature_store.encoded == 4 * N_TRAIN + N_TEST
+    assert (tmp / "old" / "head" / f"model.pth.tar-{EPOCHS}").exists()

@@ -284,6 +284,14 @@ class FrozenCLIPTrainer(TrainerX):
         self.train_loader_x, self.val_loader, self.test_loader = self.feature_source.loaders(
             self.train_loader_x, self.val_loader, self.test_loader)
 
+    def use_feature_cache(self):
+        """For subclasses that still write their own ``build_model`` (load_clip(), their head, then
+        this as the last step): the input pipeline, the feature source and the loader swap of the
+        fixed sequence. New methods implement ``build_head`` instead."""
+        self.configure_input()
+        self.feature_source = self.build_feature_source()
+        self.swap_loaders()
+
     @property
     def feature_store(self):
         """The FeatureStore in use (None in end-to-end mode): its ``encoded`` count, ``root``."""
