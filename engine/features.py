@@ -406,13 +406,14 @@ class FeatureSource:
         """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
         return list(range(self.train_views)) if split == "train" and self.train_views else [TEST_VIEW]
 
-    def features(self, split, views=None):
+    def features(self, split, views=None, items=None):
         """Features of ``split``'s items for each view: [len(views), N, D] in the encoder's dtype.
 
         ``views`` holds view indices of the training transform and/or ``"test"`` (the test
         transform; on "train" that gives un-augmented training features, as a linear probe uses).
+        ``items`` replaces the split's items (e.g. a class subset of them); rows are shared by key.
         """
-        items = self.splits.get(split)
+        items = self.splits.get(split) if items is None else items
         if items is None:
             raise ValueError(f"This run has no {split!r} split.")
         views = self.default_views(split) if views is None else list(views)

@@ -413,3 +413,17 @@ def test_a_subclass_with_its_own_build_model_still_gets_the_cache(setup):
     trainer.train()
     assert trainer.feature_store.encoded == 4 * N_TRAIN + N_TEST
     assert (tmp / "old" / "head" / f"model.pth.tar-{EPOCHS}").exists()
+
+
+def test_feature_source_serves_any_split_and_view_from_the_loaders_bundles(setup):
+    first, _ = train(setup, "run", "FEATURE_CACHE.TRAIN_VIEWS", 2)
+    source, store = first.feature_source, first.feature_store
+    encoded = store.encoded
+    train_feats = source.features("train")
+    assert train_feats.shape[:2] == (2, N_TRAIN) and store.encoded == encoded  # the loader's rows, read back
+    torch.testing.assert_close(train_feats, first.train_loader_x.all_features().cpu(), rtol=0, atol=0)
+    subset = source.features("train", [1], items=first.dm.dataset.train_x[:3])
+    torch.testing.assert_close(subset[0], train_feats[1, :3], rtol=0, atol=0)
+    plain = source.features("train", ["test"])  # un-augmented training images: encoded once, then stored
+    assert plain.shape[:2] == (1, N_TRAIN) and store.encoded == encoded + N_TRAIN
+    assert source.features("test").shape[:2] == (1, N_TEST) and store.encoded == encoded + N_TRAIN
