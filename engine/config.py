@@ -160,6 +160,12 @@ _C.FEATURE_CACHE.DIR = ""  # empty -> $TASKRES_FEATURE_CACHE, else $XDG_CACHE_HO
 # TRAIN_VIEWS = OPTIM.MAX_EPOCH reproduces the end-to-end loop. See README "Feature cache".
 _C.FEATURE_CACHE.TRAIN_VIEWS = 4
 _C.FEATURE_CACHE.ENCODE_BATCH_SIZE = 256
+# torch CPU threads of a frozen-CLIP run (encoding and the training loop); 0 = torch's default
+# (one per core). Default 1: the cached loop's matrices are small, and on a shared 2-core machine
+# 2 threads ran it 8x slower than 1 (5.8 vs 46.4 s/epoch, see docs/feature_cache.md "Threads");
+# a fixed count also fixes the float summation order, so the same seed gives the same numbers on
+# machines with different core counts.
+_C.FEATURE_CACHE.NUM_THREADS = 1
 
 ###########################
 # Trainer

@@ -22,10 +22,9 @@ from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
 from engine.metrics import compute_accuracy
-from engine.optim import build_lr_scheduler, build_optimizer
 from engine.utils.checkpoint import save_checkpoint
 
-from .clip_trainer import FrozenCLIPTrainer, backbone_tag
+from .clip_trainer import FrozenCLIPTrainer, backbone_tag, cosine_logits
 from .templates import base_templates
 from .text_features import prompt_features
 
@@ -56,35 +55,25 @@ class ProjectionClassifier(nn.Module):
         self.register_buffer("logit_scale", logit_scale.detach().clone())
 
     def forward(self, image_features):
-        text = self.proj(self.pre_projection).mean(dim=0)
-        text = text / text.norm(dim=-1, keepdim=True)
-        image = image_features / image_features.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * image.to(text.dtype) @ text.t()
+        return cosine_logits(image_features.float(), self.proj(self.pre_projection).mean(dim=0), self.logit_scale)
 
 
 @TRAINER_REGISTRY.register()
 class StrongBase(FrozenCLIPTrainer):
     """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
 
-    def build_model(self):
-        cfg = self.cfg
-        clip_model = self.load_clip()
+    def build_head(self, clip_model):
         classnames = self.dm.dataset.classnames
-        templates = base_templates(cfg.DATASET.NAME)
+        templates = base_templates(self.cfg.DATASET.NAME)
         pre = prompt_features(clip_model, classnames, templates, projection=False).float()
-        self.model = ProjectionClassifier(pre, clip_model.text_projection.detach().float(), clip_model.logit_scale).to(self.device)
-        self.optim = build_optimizer(self.model.proj, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("text_projection", self.model.proj, self.optim, self.sched)
-        self.use_feature_cache()
+        return ProjectionClassifier(pre, clip_model.text_projection.detach().float(), clip_model.logit_scale)
 
-    def model_inference(self, inputs):
-        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
-        return self.model(feats.float())
+    def trainable_modules(self):
+        return {"text_projection": self.model.proj}
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
-        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
+        feats = self.image_features(inputs)
         output = self.model(feats.float())
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)

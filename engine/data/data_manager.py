@@ -3,12 +3,14 @@
 Two choices make a run repeatable and let the feature cache replay it exactly:
 - the train sampler draws epoch ``e``'s order from a generator seeded by (SEED, e), so a
   resumed run sees the same batches as an uninterrupted one;
-- the random augmentation of image ``i`` in epoch ``e`` is seeded by (image path, view), with
-  view = e (end-to-end) or e mod V (cached), so the cached views are the very images the
-  end-to-end loop would see.
+- the random augmentation of image ``i`` in epoch ``e`` is seeded by (SEED, image path relative
+  to DATASET.ROOT, view), with view = e (end-to-end) or e mod V (cached), so the cached views are
+  the very images the end-to-end loop would see, seeds get different augmentations, and moving
+  the data folder changes nothing.
 """
 import hashlib
 import logging
+import os
 import random
 
 import torch
@@ -21,9 +23,23 @@ from .transforms import build_transform
 logger = logging.getLogger(__name__)
 
 
-def view_seed(impath, view):
-    """The augmentation seed of one (image, view): independent of run, worker and order."""
-    digest = hashlib.sha1(f"{impath}|{view}".encode()).digest()
+def relative_impath(impath, root):
+    """``impath`` relative to the data root, with '/' separators (absolute when no root is given)."""
+    path = os.path.abspath(impath)
+    if root:
+        path = os.path.relpath(path, os.path.abspath(os.path.expanduser(root)))
+    return path.replace(os.sep, "/")
+
+
+def view_seed(impath, view, seed=0, root=""):
+    """The augmentation seed of one view of one image in a run seeded by ``seed``.
+
+    Independent of worker and order (so resume and the feature cache are exact) and of where the
+    data folder lives (the path is taken relative to ``root``, DATASET.ROOT); the run's seed takes
+    part so that seeds see different augmentations, as in Dassl. Unseeded runs (seed <= 0) use 0.
+    """
+    seed = int(seed) if seed is not None and seed > 0 else 0
+    digest = hashlib.sha1(f"{seed}|{relative_impath(impath, root)}|{view}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -67,12 +83,17 @@ class EpochSampler(Sampler):
 
 
 class DatasetWrapper(Dataset):
-    """Items -> Dassl batch dicts (img, label, domain, impath, index); keys are int or (index, view)."""
+    """Items -> Dassl batch dicts (img, label, domain, impath, index); keys are int or (index, view).
 
-    def __init__(self, data_source, transform, is_train):
+    ``root`` and ``seed`` (DATASET.ROOT, SEED) seed each training view, see ``view_seed``.
+    """
+
+    def __init__(self, data_source, transform, is_train, root="", seed=0):
         self.data_source = data_source
         self.transform = transform
         self.is_train = is_train
+        self.root = root
+        self.seed = seed
 
     def __len__(self):
         return len(self.data_source)
@@ -83,18 +104,18 @@ class DatasetWrapper(Dataset):
         img = read_image(item.impath)
         if self.is_train:  # the random crop/flip of (image, view) is fixed by its seed
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(view_seed(item.impath, view))
+                torch.manual_seed(view_seed(item.impath, view, self.seed, self.root))
                 img = self.transform(img)
         else:
             img = self.transform(img)
         return {"img": img, "label": item.label, "domain": item.domain, "impath": item.impath, "index": index}
 
 
-def build_data_loader(data_source, batch_size, transform, is_train, num_workers, seed=-1, pin_memory=False):
+def build_data_loader(data_source, batch_size, transform, is_train, num_workers, seed=-1, pin_memory=False, root=""):
     """Train: seeded random order, drop_last when there is at least one full batch; test: sequential."""
     sampler = EpochSampler(len(data_source), seed, shuffle=is_train)
     return DataLoader(
-        DatasetWrapper(data_source, transform, is_train),
+        DatasetWrapper(data_source, transform, is_train, root=root, seed=seed),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -114,7 +135,7 @@ class DataManager:
         pin = torch.cuda.is_available() and cfg.USE_CUDA
         workers = cfg.DATALOADER.NUM_WORKERS
         self.train_loader_x = build_data_loader(
-            self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, self.tfm_train, True, workers, cfg.SEED, pin)
+            self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, self.tfm_train, True, workers, cfg.SEED, pin, cfg.DATASET.ROOT)
         self.train_loader_u = None
         self.val_loader = None
         if self.dataset.val:
