@@ -104,7 +104,7 @@ def test_zsclip2_classifier_is_the_ensemble_of_eight_prompts_per_class(folder, t
             emb = model.encode_text(clip.tokenize([t.format(name) for t in templates]))
             emb = (emb / emb.norm(dim=-1, keepdim=True)).sum(0) / len(templates)
             rows.append(emb / emb.norm())
-    torch.testing.assert_close(trainer.text_features, torch.stack(rows), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trainer.model.text_features, torch.stack(rows), rtol=1e-5, atol=1e-6)
 
 
 # ---- resume after SIGKILL -------------------------------------------------------------------------

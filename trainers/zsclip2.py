@@ -14,6 +14,7 @@ from engine import TRAINER_REGISTRY
 from .methods.prompt_ensemble import ensemble_classifier, ensemble_templates
 from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT
 from .text_features import prompt_features
+from .clip_trainer import CosineClassifier
 from .zsclip import ZeroshotCLIP
 
 logger = logging.getLogger(__name__)
@@ -26,17 +27,15 @@ def add_config(cfg):
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP2(ZeroshotCLIP):
-    """Prompt-ensembled zero-shot CLIP; ``model_inference`` and ``train`` as ZeroshotCLIP."""
+    """Prompt-ensembled zero-shot CLIP; ``train`` (evaluate only) as ZeroshotCLIP."""
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.ZeroshotCLIP2
 
-    def build_model(self):
-        clip_model = self.load_clip()
+    def build_head(self, clip_model):
         name = self.cfg.DATASET.NAME
         templates = ensemble_templates(IMAGENET_TEMPLATES_SELECT, CUSTOM_TEMPLATES.get(name, DEFAULT_TEMPLATE), name)
         logger.info("Prompt ensembling (n=%d)", len(templates))
         classnames = [c.replace("_", " ") for c in self.dm.dataset.classnames]
-        self.text_features = ensemble_classifier(prompt_features(clip_model, classnames, templates))
-        self.model = clip_model
-        self.use_feature_cache()
+        return CosineClassifier(ensemble_classifier(prompt_features(clip_model, classnames, templates)),
+                                clip_model.logit_scale)
