@@ -4,7 +4,8 @@ Call order (read top to bottom)::
 
     trainer = build_trainer(cfg)        # build_data_loader(), build_model(), build_evaluator
     trainer.train()                     # before_train: resume from <OUTPUT_DIR|RESUME>/<model>/checkpoint
-                                        # per epoch: before_epoch, run_epoch, after_epoch (LR step, checkpoints)
+                                        # per epoch: before_epoch, run_epoch (the trainer calls update_lr() at its
+                                        #   last batch, as in Dassl), after_epoch (val, checkpoints)
                                         # finally after_train: "Finish training", final test, "Elapsed"
     trainer.load_model(dir, epoch); trainer.test()   # --eval-only
 
@@ -316,7 +317,8 @@ class SimpleTrainer(TrainerBase):
         return (freq > 0 and epoch % freq == 0) or epoch == self.max_epoch
 
     def after_epoch(self):
-        self.update_lr()  # Dassl steps the scheduler once per epoch, after its last batch
+        # no LR step here: as in Dassl, the trainer calls update_lr() at its last batch
+        # (TaskRes, CoOp, CoCoOp all do), so stepping here too would run the schedule twice as fast
         scheduled = self.is_dassl_checkpoint(self.epoch + 1)
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")

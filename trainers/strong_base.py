@@ -88,6 +88,8 @@ class StrongBase(FrozenCLIPTrainer):
         output = self.model(feats.float())
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def after_train(self):

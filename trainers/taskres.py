@@ -167,6 +167,8 @@ class TaskRes(FrozenCLIPTrainer):
             output = self.model(inputs)
             loss = F.cross_entropy(output.float(), label)
             self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def adapt_state_dict(self, name, state_dict):
