@@ -151,7 +151,7 @@ def cli():
     except UserError as e:
         message = one_sentence(e)
         print(f"error: {message}", file=sys.stderr)
-        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
         for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
             if isinstance(handler, logging.FileHandler):
                 handler.emit(record)
