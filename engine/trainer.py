@@ -1,4 +1,4 @@
-"""The training loop with Dassl's API: ``TRAINER_REGISTRY``, ``SimpleTrainer``, ``TrainerX``.
+"""The training loop with Dassl's API: ``TRAINER_REGISTRY``, ``SimpleTrainer``, ``TrainerX``, ``TrainerXU``.
 
 Call order (read top to bottom)::
 
@@ -6,7 +6,8 @@ Call order (read top to bottom)::
     trainer.train()                     # before_train: resume from <OUTPUT_DIR|RESUME>/<model>/checkpoint
                                         # per epoch: before_epoch, run_epoch (the trainer calls update_lr() at its
                                         #   last batch, as in Dassl), after_epoch (val, checkpoints)
-                                        # finally after_train: "Finish training", final test, "Elapsed"
+                                        # after_train (only when every epoch ran): "Finish training",
+                                        #   final test, "Elapsed"; finally: tensorboard closed
     trainer.load_model(dir, epoch); trainer.test()   # --eval-only
 
 A trainer implements ``build_model`` (registering its trainable modules with
@@ -21,7 +22,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, ConfigError, UserError
 from .evaluation import build_evaluator
 from .registry import Registry
 from .utils.checkpoint import (
@@ -138,14 +139,26 @@ class TrainerBase:
 
     # ---- the loop ----------------------------------------------------------------------------
     def train(self, start_epoch, max_epoch):
+        """before_train, the epochs, after_train; the writer is closed whatever happens.
+
+        ``after_train`` (final test, files a trainer writes after training) runs only when every
+        epoch finished; a failure is logged with the epoch it happened in and re-raised.
+        """
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-        self.after_train()
+        try:
+            self.before_train()
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.before_epoch()
+                self.run_epoch()
+                self.after_epoch()
+            self.after_train()
+        except Exception:
+            logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
+                         self.max_epoch)
+            raise
+        finally:
+            self.close_writer()
 
     def before_train(self):
         pass
@@ -369,25 +382,26 @@ class SimpleTrainer(TrainerBase):
         return inputs.to(self.device), batch["label"].to(self.device)
 
 
-class TrainerX(SimpleTrainer):
-    """A trainer using labelled data only: one pass over ``train_loader_x`` per epoch."""
+class _EpochLoop(SimpleTrainer):
+    """The per-batch bookkeeping TrainerX and TrainerXU share: timing, the progress line, tensorboard."""
 
     def before_epoch(self):
-        sampler = getattr(self.train_loader_x, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # the epoch's order and augmentation views
-            sampler.set_epoch(self.epoch)
+        for loader in (self.train_loader_x, getattr(self, "train_loader_u", None)):
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # the epoch's order and augmentation views
+                sampler.set_epoch(self.epoch)
 
     def run_epoch(self):
         self.set_model_mode("train")
         losses = MetricMeter()
         batch_time = AverageMeter()
         data_time = AverageMeter()
-        self.num_batches = len(self.train_loader_x)
+        self.num_batches = self.count_batches()
         print_freq = self.cfg.TRAIN.PRINT_FREQ
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batches in enumerate(self.batches()):
             data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
+            loss_summary = self.forward_backward(*batches)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
@@ -409,7 +423,58 @@ class TrainerX(SimpleTrainer):
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
 
+
+class TrainerX(_EpochLoop):
+    """A trainer using labelled data only: one pass over ``train_loader_x`` per epoch.
+
+    ``forward_backward(batch)`` gets Dassl's batch dict; ``parse_batch_train(batch)`` returns
+    ``(input, label)`` on the device (``input`` is cached features when the loader serves them).
+    """
+
+    def count_batches(self):
+        return len(self.train_loader_x)
+
+    def batches(self):
+        return ((batch,) for batch in self.train_loader_x)
+
     def parse_batch_train(self, batch):
         inputs = batch["feat"] if "feat" in batch else batch["img"]
         return inputs.to(self.device), batch["label"].to(self.device)
 
+
+COUNT_ITERS = ("train_x", "train_u", "smaller_one")
+
+
+class TrainerXU(_EpochLoop):
+    """Dassl's trainer over labelled and unlabelled data: ``forward_backward(batch_x, batch_u)``.
+
+    The epoch length follows TRAIN.COUNT_ITER (train_x | train_u | smaller_one); the shorter
+    loader restarts when it runs out, as in Dassl. Needs a dataset with ``train_u``.
+    """
+
+    def count_batches(self):
+        if self.train_loader_u is None:
+            raise ConfigError(f"{type(self).__name__} trains on unlabelled data too, but dataset "
+                              f"{self.cfg.DATASET.NAME} has no train_u split; use a TrainerX trainer.")
+        mode = self.cfg.TRAIN.COUNT_ITER
+        sizes = {"train_x": len(self.train_loader_x), "train_u": len(self.train_loader_u)}
+        sizes["smaller_one"] = min(sizes.values())
+        if mode not in sizes:
+            raise ConfigError(f"TRAIN.COUNT_ITER must be one of {', '.join(COUNT_ITERS)}, got {mode!r}.")
+        return sizes[mode]
+
+    def batches(self):
+        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        for _ in range(self.num_batches):
+            batch_x = next(iter_x, None)
+            if batch_x is None:
+                iter_x = iter(self.train_loader_x)
+                batch_x = next(iter_x)
+            batch_u = next(iter_u, None)
+            if batch_u is None:
+                iter_u = iter(self.train_loader_u)
+                batch_u = next(iter_u)
+            yield batch_x, batch_u
+
+    def parse_batch_train(self, batch_x, batch_u):
+        return (batch_x["img"].to(self.device), batch_x["label"].to(self.device), batch_u["img"].to(self.device))
