@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from yacs.config import CfgNode
 
 from .errors import CheckpointError, ConfigError, UserError
 from .evaluation import build_evaluator
@@ -33,6 +34,7 @@ from .utils.meters import AverageMeter, MetricMeter
 logger = logging.getLogger(__name__)
 
 TRAINER_REGISTRY = Registry("TRAINER")
+FINAL_MODELS = ("last_step", "best_val")
 
 
 class TrainingDiverged(UserError, FloatingPointError):
@@ -43,6 +45,23 @@ def build_trainer(cfg):
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME, hint=" Pass one with --trainer.")
     logger.info("Loading trainer: %s", cfg.TRAINER.NAME)
     return trainer_cls(cfg)
+
+
+def trainer_group(cfg, trainer_cls):
+    """The config group ``TRAINER.<NAME>`` of a trainer, or an empty node when it has none.
+
+    Looked up by the registered name, then by the class names up the inheritance chain (a
+    subclass registered under a new name shares its parent's group), each also
+    case-insensitively (CoOp's ``CoOp`` trainer reads ``TRAINER.COOP``).
+    """
+    groups = {k: v for k, v in cfg.TRAINER.items() if isinstance(v, CfgNode)}
+    by_upper = {k.upper(): v for k, v in groups.items()}
+    for name in [cfg.TRAINER.NAME] + [c.__name__ for c in trainer_cls.__mro__]:
+        if name in groups:
+            return groups[name]
+        if name.upper() in by_upper:
+            return by_upper[name.upper()]
+    return CfgNode()
 
 
 def select_device(cfg):
@@ -249,14 +268,18 @@ class TrainerBase:
 class SimpleTrainer(TrainerBase):
     """Dassl's SimpleTrainer: data, model, evaluator, resume, checkpoints and the final test."""
 
+    # True: the trainer learns nothing (zero-shot), so --eval-only needs no --model-dir;
+    # None: decided by whether it registers any model
+    training_free = None
+
     def __init__(self, cfg):
         super().__init__()
+        self.cfg = cfg
         self.check_cfg(cfg)
         self.device = select_device(cfg)
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
-        self.cfg = cfg
         self.build_data_loader()
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
@@ -265,7 +288,15 @@ class SimpleTrainer(TrainerBase):
         self._last_save = time.time()
 
     def check_cfg(self, cfg):
-        """Trainers check their config keys here (raise ConfigError)."""
+        """Trainers check their config keys here (raise ConfigError), before any data or weights load."""
+        if cfg.TEST.SPLIT not in ("val", "test"):
+            raise ConfigError(f"TEST.SPLIT must be val or test, got {cfg.TEST.SPLIT!r}.")
+        if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
+            raise ConfigError(f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODELS)}, got {cfg.TEST.FINAL_MODEL!r}.")
+
+    def trainer_cfg(self):
+        """This trainer's config group ``TRAINER.<NAME>`` (see ``trainer_group``)."""
+        return trainer_group(self.cfg, type(self))
 
     def build_data_loader(self):
         from .data.data_manager import DataManager
@@ -280,6 +311,10 @@ class SimpleTrainer(TrainerBase):
         self.lab2cname = dm.lab2cname
         self.dm = dm
         self.warn_short_classes(dm.dataset.train_x)
+        if self.val_loader is None and (self.cfg.TEST.FINAL_MODEL == "best_val" or self.cfg.TEST.SPLIT == "val"):
+            key = "TEST.FINAL_MODEL is best_val" if self.cfg.TEST.FINAL_MODEL == "best_val" else "TEST.SPLIT is val"
+            raise ConfigError(f"{key} but dataset {self.cfg.DATASET.NAME} has no val split; "
+                              "use TEST.FINAL_MODEL last_step and TEST.SPLIT test.")
 
     def warn_short_classes(self, train_x, show=5):
         """Say, on every run (a cached few-shot sample included), when classes have fewer than NUM_SHOTS images."""

@@ -2,7 +2,7 @@
 
 ``CoOpIdiomToy`` reads its group with ``cfg.TRAINER.<NAME>``-style access through ``extend_cfg``,
 ``print``s, calls ``self.update_lr()`` at its last batch and parses batches with Dassl's
-``parse_batch_train`` -> ``(input, label)``; no CLIP, so a run takes a fraction of a second.
+``parse_batch_train`` -> ``(input, label)``; no CLIP, so a run takes a fraction of a second. Tests register it with ``registered(monkeypatch)``.
 """
 import torch
 import torch.nn as nn
@@ -52,7 +52,6 @@ class Flat(nn.Module):
         return self.fc(x.flatten(1))
 
 
-@TRAINER_REGISTRY.register(force=True)
 class CoOpIdiomToy(TrainerX):
     """Records the LR each epoch trains with; ``stop_at_epoch`` (1-based) simulates a crash."""
 
@@ -78,6 +77,12 @@ class CoOpIdiomToy(TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+
+
+def registered(monkeypatch):
+    """Register the toy for one test only (monkeypatch restores the registry after it)."""
+    monkeypatch.setattr(TRAINER_REGISTRY, "_obj_map", dict(TRAINER_REGISTRY._obj_map))
+    TRAINER_REGISTRY.register(CoOpIdiomToy)
 
 
 def write_toy_config(path):

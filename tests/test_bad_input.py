@@ -126,7 +126,7 @@ CASES = [
                                                      "--load-epoch", 7),
      rf'Model not found at ".*model.pth.tar-7" \(epochs saved there: {EPOCHS}\); check --model-dir and --load-epoch'),
     ("odd-opts", lambda p, tmp, out: base(p["data"], p["cfg"], out, opts=["OPTIM.LR"]),
-     r"The trailing opts must be KEY VALUE pairs"),
+     r"The KEY VALUE opts must come in pairs"),
 ]
 
 

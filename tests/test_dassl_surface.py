@@ -9,7 +9,8 @@ from helpers import make_image_folder, run_train
 
 
 @pytest.fixture
-def toy(tmp_path):
+def toy(tmp_path, monkeypatch):
+    dassl_toys.registered(monkeypatch)
     data = make_image_folder(tmp_path / "data", per_class=8)
     cfg = dassl_toys.write_toy_config(tmp_path / "toy.yaml")
     return data, cfg, tmp_path

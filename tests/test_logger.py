@@ -189,3 +189,15 @@ def test_dassl_names_are_exported():
     ]:
         assert callable(getattr(utils, name)), name
     assert sys.modules["engine.utils"] is utils
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_a_plain_open_gets_under_the_umask(tmp_path, umask, mode):
+    from engine.utils import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "results.json"), "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "results.json").st_mode & 0o777 == mode

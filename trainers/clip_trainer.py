@@ -61,18 +61,23 @@ def build_untrained_clip(name, device):
 class FrozenCLIPTrainer(TrainerX):
     """A TrainerX whose image encoder is frozen CLIP; trains and tests on cached features."""
 
-    def precision(self):
-        """The PREC of this trainer's config group; fp16 becomes fp32 on CPU."""
-        prec = self.trainer_cfg().PREC
+    def check_cfg(self, cfg):
+        """Found before data or CLIP load: a missing backbone, a PREC typo."""
+        super().check_cfg(cfg)
+        if not cfg.MODEL.BACKBONE.NAME:
+            raise ConfigError("No CLIP backbone given: pass --backbone (RN50, ViT-B/16, ... or a weights file) "
+                              "or set MODEL.BACKBONE.NAME in the config file.")
+        prec = self.trainer_cfg().get("PREC", "fp16")
         if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{self.cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
+            raise ConfigError(f"TRAINER.{cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
+
+    def precision(self):
+        """The PREC of this trainer's config group (fp16 when it has none); fp16 becomes fp32 on CPU."""
+        prec = self.trainer_cfg().get("PREC", "fp16")
         if prec == "fp16" and self.device.type != "cuda":
             warnings.warn("PREC fp16 needs a GPU; running in fp32 on the CPU", stacklevel=2)
             return "fp32"
         return prec
-
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.get(self.cfg.TRAINER.NAME)
 
     def load_clip(self):
         """Load CLIP as the config says, frozen, in this trainer's precision; sets ``self.clip_model``."""

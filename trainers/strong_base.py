@@ -32,7 +32,7 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.StrongBase = CN()
     cfg.TRAINER.StrongBase.PREC = "fp16"  # of the frozen encoder (shares its feature cache); the projection trains in fp32
     cfg.STRONG_BASE = CN()
@@ -65,6 +65,8 @@ class ProjectionClassifier(nn.Module):
 @TRAINER_REGISTRY.register()
 class StrongBase(FrozenCLIPTrainer):
     """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
+
+    training_free = False
 
     def build_model(self):
         cfg = self.cfg

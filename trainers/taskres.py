@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.config import unused_key
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("text", "image")
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.TaskRes with the original's keys and defaults."""
     cfg.TRAINER.TaskRes = CN()
     cfg.TRAINER.TaskRes.N_CTX = 16  # unused, kept from the original for config compatibility
@@ -44,6 +45,8 @@ def add_config(cfg):
     cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0  # alpha
     cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"  # "none" or a strong_base/... model.pth.tar
     cfg.TRAINER.TaskRes.VARIANT = "text"  # text: TaskRes; image: TaskRes-Image
+    for key in ("N_CTX", "CSC", "CTX_INIT", "CLASS_TOKEN_POSITION"):  # a changed value is refused, not ignored
+        unused_key(f"TRAINER.TaskRes.{key}", cfg.TRAINER.TaskRes[key], "the original TaskRes defines it but never reads it")
 
 
 def load_enhanced_projection(path, width, embed_dim):
@@ -121,7 +124,10 @@ class CustomCLIP(nn.Module):
 class TaskRes(FrozenCLIPTrainer):
     """Task Residual Tuning; see the module docstring."""
 
+    training_free = False
+
     def check_cfg(self, cfg):
+        super().check_cfg(cfg)
         if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
             raise ConfigError(f"TRAINER.TaskRes.VARIANT must be one of {', '.join(VARIANTS)}, got {cfg.TRAINER.TaskRes.VARIANT!r}.")
 

@@ -16,15 +16,14 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.ZeroshotCLIP = CN()
     cfg.TRAINER.ZeroshotCLIP.PREC = "fp16"
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(FrozenCLIPTrainer):
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.ZeroshotCLIP
+    training_free = True  # --eval-only runs without --model-dir
 
     def build_model(self):
         clip_model = self.load_clip()
