@@ -287,7 +287,7 @@ def test_a_missing_trainer_folder_is_one_sentence(tmp_path):
 def test_a_trainer_without_a_config_group_gets_an_empty_one(registry_restored, clip_setup, tmp_path):
     ours = TRAINER_REGISTRY.get("ZeroshotCLIP")
 
-    class NoGroupCLIP(ours):  # neither its name nor (by monkeypatch below) its parent's has a group
+    class NoGroupCLIP(ours):  # no TRAINER.NoGroupCLIP group: its parent class names the group
         pass
 
     TRAINER_REGISTRY.register(NoGroupCLIP)
