@@ -29,7 +29,8 @@ logger = logging.getLogger("train")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Train or evaluate a CLIP few-shot method registered in TRAINER_REGISTRY")
+    parser = argparse.ArgumentParser(
+        description="Train or evaluate a CLIP few-shot method registered in TRAINER_REGISTRY")
     # every default is None: a flag overrides the yaml files only when it is given
     parser.add_argument("--root", type=str, help="path to dataset")
     parser.add_argument("--output-dir", type=str, help="output directory")
@@ -50,7 +51,8 @@ def build_parser():
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--enhanced-base", type=str,
-                        help="the trainer's TRAINER.<NAME>.ENHANCED_BASE: an enhanced base file (strong_base/...) or none")
+                        help="the trainer's TRAINER.<NAME>.ENHANCED_BASE: an enhanced base file "
+                             "(strong_base/...) or none")
     parser.add_argument("opts", nargs="*", help="modify config options using the command-line (KEY VALUE pairs; "
                                                 "flags may come before or after them)")
     return parser

@@ -298,7 +298,8 @@ def merge_from_file(cfg, path):
 def merge_from_list(cfg, opts, source="the command-line opts"):
     """Merge ``KEY VALUE`` pairs; same errors as ``merge_from_file``. ``OPTIM.LR 1`` is read as 1.0."""
     if len(opts) % 2:
-        raise ConfigError(f"The KEY VALUE opts must come in pairs, got an odd number of items: {' '.join(map(str, opts))}.")
+        raise ConfigError("The KEY VALUE opts must come in pairs, got an odd number of items: "
+                          f"{' '.join(map(str, opts))}.")
     opts = list(opts)
     for i in range(0, len(opts), 2):
         if isinstance(_lookup(cfg, str(opts[i])), float):

@@ -292,7 +292,8 @@ class SimpleTrainer(TrainerBase):
         if cfg.TEST.SPLIT not in ("val", "test"):
             raise ConfigError(f"TEST.SPLIT must be val or test, got {cfg.TEST.SPLIT!r}.")
         if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
-            raise ConfigError(f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODELS)}, got {cfg.TEST.FINAL_MODEL!r}.")
+            raise ConfigError(f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODELS)}, "
+                              f"got {cfg.TEST.FINAL_MODEL!r}.")
 
     def trainer_cfg(self):
         """This trainer's config group ``TRAINER.<NAME>`` (see ``trainer_group``)."""

@@ -2,9 +2,9 @@
 
 ``CoOpIdiomToy`` reads its group with ``cfg.TRAINER.<NAME>``-style access through ``extend_cfg``,
 ``print``s, calls ``self.update_lr()`` at its last batch and parses batches with Dassl's
-``parse_batch_train`` -> ``(input, label)``; no CLIP, so a run takes a fraction of a second. Tests register it with ``registered(monkeypatch)``.
+``parse_batch_train`` -> ``(input, label)``; no CLIP, so a run takes a fraction of a second.
+Tests register it with ``registered(monkeypatch)``.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN

@@ -22,8 +22,8 @@ def cfg_from(argv):
 
 def test_flags_not_given_keep_the_yaml_values(tmp_path):
     yaml = tmp_path / "c.yaml"
-    yaml.write_text("SEED: 5\nOUTPUT_DIR: from_yaml\nTRAINER:\n  NAME: TaskRes\n  TaskRes:\n    ENHANCED_BASE: base.pth\n"
-                    "MODEL:\n  BACKBONE:\n    NAME: RN50\n")
+    yaml.write_text("SEED: 5\nOUTPUT_DIR: from_yaml\nTRAINER:\n  NAME: TaskRes\n  TaskRes:\n"
+                    "    ENHANCED_BASE: base.pth\nMODEL:\n  BACKBONE:\n    NAME: RN50\n")
     cfg = cfg_from(["--config-file", yaml])
     assert (cfg.SEED, cfg.OUTPUT_DIR, cfg.TRAINER.TaskRes.ENHANCED_BASE) == (5, "from_yaml", "base.pth")
     cfg = cfg_from(["--config-file", yaml, "--seed", 2, "--enhanced-base", "none", "--output-dir", "x"])
@@ -36,7 +36,8 @@ def test_flags_go_before_or_after_the_key_value_opts():
 
 
 def test_an_unknown_flag_among_the_opts_says_so():
-    with pytest.raises(ConfigError, match=r'"--outptu-dir" .* looks like a flag.*flags go before or after the KEY VALUE'):
+    pattern = r'"--outptu-dir" .* looks like a flag.*flags go before or after the KEY VALUE'
+    with pytest.raises(ConfigError, match=pattern):
         cfg_from(["--trainer", "TaskRes", "DATASET.NUM_SHOTS", "1", "--", "--outptu-dir", "X"])
 
 
@@ -280,7 +281,8 @@ def test_a_trainer_folder_registers_its_trainers_and_config(registry_restored, p
 
 
 def test_a_missing_trainer_folder_is_one_sentence(tmp_path):
-    with pytest.raises(UserError, match=r"Trainer folder .*nowhere \(from --trainer-dir or \$TASKRES_TRAINER_DIRS\) does not exist"):
+    pattern = r"Trainer folder .*nowhere \(from --trainer-dir or \$TASKRES_TRAINER_DIRS\) does not exist"
+    with pytest.raises(UserError, match=pattern):
         train.main(["--trainer-dir", str(tmp_path / "nowhere"), "--trainer", "TaskRes"])
 
 

@@ -63,9 +63,10 @@ def load_trainer_dirs(dirs):
         module.__path__ = [real]
         sys.modules[package] = module
         _folders[real] = package
-        for name in sorted(i.name for i in pkgutil.iter_modules([real])):
+        names = sorted(i.name for i in pkgutil.iter_modules([real]))
+        for name in names:
             loaded.append(_import(f"{package}.{name}", os.path.join(real, name + ".py")))
-        logger.info("Trainer folder %s: imported %s", folder, ", ".join(m.__name__.split(".")[-1] for m in loaded) or "nothing")
+        logger.info("Trainer folder %s: imported %s", folder, ", ".join(names) or "nothing")
     return loaded
 
 

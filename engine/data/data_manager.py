@@ -82,7 +82,8 @@ class DatasetWrapper(Dataset):
 
     def __init__(self, cfg, data_source=None, transform=None, is_train=False):
         if not isinstance(cfg, CfgNode):  # the short form: (data_source, transform, is_train)
-            cfg, data_source, transform, is_train = None, cfg, data_source, (transform if isinstance(transform, bool) else is_train)
+            is_train = transform if isinstance(transform, bool) else is_train
+            cfg, data_source, transform = None, cfg, data_source
         self.cfg = cfg
         self.data_source = data_source
         self.transform = transform
@@ -100,7 +101,8 @@ class DatasetWrapper(Dataset):
 
         from .transforms import INTERPOLATION_MODES
 
-        steps = [T.Resize(tuple(cfg.INPUT.SIZE), interpolation=INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]), T.ToTensor()]
+        interpolation = INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
+        steps = [T.Resize(tuple(cfg.INPUT.SIZE), interpolation=interpolation), T.ToTensor()]
         if "normalize" in cfg.INPUT.TRANSFORMS:
             steps.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         return T.Compose(steps)

@@ -110,7 +110,8 @@ def setup_logger(output=None):
         file_handler.setFormatter(formatter)
         setattr(file_handler, _HANDLER_TAG, True)
         if earlier:  # a resumed run, or a new run over an old log: keep both, newest last
-            file_handler.stream.write(f"\n{'=' * 20} new run in this folder, {time.strftime('%Y-%m-%d %H:%M:%S')} {'=' * 20}\n")
+            rule = "=" * 20
+            file_handler.stream.write(f"\n{rule} new run in this folder, {time.strftime('%Y-%m-%d %H:%M:%S')} {rule}\n")
             file_handler.flush()
         root.addHandler(file_handler)
         sys.stdout = StdoutTee(sys.stdout, file_handler)
