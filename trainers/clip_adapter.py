@@ -30,7 +30,7 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.CLIP_ADAPTER = CN()
     cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.2  # residual blend: ratio * adapter(x) + (1 - ratio) * x
     cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck width = embed_dim // REDUCTION

@@ -119,15 +119,14 @@ class FrozenCLIPTrainer(TrainerX):
                     self.update_lr()                # Dassl: the trainer steps the LR at its last batch
                 return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
-    with its config group (``TRAINER.RowTuning.PREC``) added by an ``add_config(cfg)``. Evaluation,
+    with its config group (``TRAINER.RowTuning.PREC``) added by a module-level ``extend_cfg(cfg)``. Evaluation,
     checkpoints, resume and the cache come from the base: ``model_inference`` is
     ``self.model(self.image_features(inputs))``. Other features a method needs (Tip-Adapter's
     cache keys, a linear probe's training set) come from ``self.feature_source.features(split,
-    views)``. A method that trains nothing sets ``TRAINS = False`` (no training views are
+    views)``. A method that trains nothing sets ``training_free = True`` (no training views are
     encoded) and overrides ``train``.
     """
 
-    TRAINS = True  # False: a training-free method; its runs encode no training views
 
     def __init__(self, cfg):
         self.set_threads(cfg.FEATURE_CACHE.NUM_THREADS)
@@ -143,24 +142,22 @@ class FrozenCLIPTrainer(TrainerX):
                     torch.get_num_threads(), num_threads, os.cpu_count() or 1)
 
     def check_cfg(self, cfg):
-        """PREC is checked before CLIP loads, so a typo costs no loading time."""
-        group = cfg.TRAINER.get(cfg.TRAINER.NAME)
-        prec = getattr(group, "PREC", None) if group is not None else None
-        if prec is not None and prec not in PRECISIONS:
+        """Found before data or CLIP load: a missing backbone, a PREC typo."""
+        super().check_cfg(cfg)
+        if not cfg.MODEL.BACKBONE.NAME:
+            raise ConfigError("No CLIP backbone given: pass --backbone (RN50, ViT-B/16, ... or a weights file) "
+                              "or set MODEL.BACKBONE.NAME in the config file.")
+        prec = self.trainer_cfg().get("PREC", "fp16")
+        if prec not in PRECISIONS:
             raise ConfigError(f"TRAINER.{cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
 
     def precision(self):
-        """The PREC of this trainer's config group; fp16 becomes fp32 on CPU."""
-        prec = self.trainer_cfg().PREC
-        if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{self.cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
+        """The PREC of this trainer's config group (fp16 when it has none); fp16 becomes fp32 on CPU."""
+        prec = self.trainer_cfg().get("PREC", "fp16")
         if prec == "fp16" and self.device.type != "cuda":
             warnings.warn("PREC fp16 needs a GPU; running in fp32 on the CPU", stacklevel=2)
             return "fp32"
         return prec
-
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.get(self.cfg.TRAINER.NAME)
 
     # ---- the fixed build sequence -----------------------------------------------------------
     def build_model(self):
@@ -256,7 +253,7 @@ class FrozenCLIPTrainer(TrainerX):
         cfg = self.cfg
         encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(self.dtype), self.prec])
         return FeatureSource.from_config(cfg, self.dm, self.encode_images, encoder_key, self.device, self.dtype,
-                                         self.max_epoch, trains=self.TRAINS)
+                                         self.max_epoch, trains=not self.training_free)
 
     def register_trainable(self):
         """Register each trainable module with its optimiser and LR schedule; freeze the rest of ``self.model``."""

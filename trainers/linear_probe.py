@@ -28,7 +28,7 @@ from .split_features import split_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.LINEAR_PROBE = CN()
     cfg.TRAINER.LINEAR_PROBE.PREC = "fp16"  # lpclip encodes with CLIP's fp16 weights on the GPU
     cfg.TRAINER.LINEAR_PROBE.NUM_STEP = lp.NUM_STEP  # binary-search steps after the coarse C list

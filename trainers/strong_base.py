@@ -31,7 +31,7 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.StrongBase = CN()
     cfg.TRAINER.StrongBase.PREC = "fp16"  # of the frozen encoder (shares its feature cache); the projection trains in fp32
     cfg.STRONG_BASE = CN()
@@ -62,6 +62,8 @@ class ProjectionClassifier(nn.Module):
 class StrongBase(FrozenCLIPTrainer):
     """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
 
+    training_free = False
+
     def build_head(self, clip_model):
         classnames = self.dm.dataset.classnames
         templates = base_templates(self.cfg.DATASET.NAME)
@@ -77,6 +79,8 @@ class StrongBase(FrozenCLIPTrainer):
         output = self.model(feats.float())
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def after_train(self):

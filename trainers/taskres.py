@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.config import unused_key
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
 from engine.utils.checkpoint import load_checkpoint
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("text", "image")
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.TaskRes with the original's keys and defaults."""
     cfg.TRAINER.TaskRes = CN()
     cfg.TRAINER.TaskRes.N_CTX = 16  # unused, kept from the original for config compatibility
@@ -43,6 +44,8 @@ def add_config(cfg):
     cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0  # alpha
     cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"  # "none" or a strong_base/... model.pth.tar
     cfg.TRAINER.TaskRes.VARIANT = "text"  # text: TaskRes; image: TaskRes-Image
+    for key in ("N_CTX", "CSC", "CTX_INIT", "CLASS_TOKEN_POSITION"):  # a changed value is refused, not ignored
+        unused_key(f"TRAINER.TaskRes.{key}", cfg.TRAINER.TaskRes[key], "the original TaskRes defines it but never reads it")
 
 
 def load_enhanced_projection(path, width, embed_dim):
@@ -117,6 +120,8 @@ class CustomCLIP(nn.Module):
 class TaskRes(FrozenCLIPTrainer):
     """Task Residual Tuning; see the module docstring."""
 
+    training_free = False
+
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
@@ -156,6 +161,8 @@ class TaskRes(FrozenCLIPTrainer):
             output = self.model(inputs)
             loss = F.cross_entropy(output.float(), label)
             self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def adapt_state_dict(self, name, state_dict):

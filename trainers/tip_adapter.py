@@ -40,7 +40,7 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.TIP_ADAPTER, defaults from the original's configs/imagenet.yaml."""
     cfg.TRAINER.TIP_ADAPTER = CN()
     cfg.TRAINER.TIP_ADAPTER.PREC = "fp16"  # the original runs CLIP's fp16 weights on the GPU

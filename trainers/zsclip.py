@@ -16,17 +16,14 @@ from .text_features import prompt_features
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.ZeroshotCLIP = CN()
     cfg.TRAINER.ZeroshotCLIP.PREC = "fp16"
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(FrozenCLIPTrainer):
-    TRAINS = False  # training-free: no training views are encoded
-
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.ZeroshotCLIP
+    training_free = True  # --eval-only runs without --model-dir; no training views are encoded
 
     def build_head(self, clip_model):
         template = CUSTOM_TEMPLATES.get(self.cfg.DATASET.NAME, DEFAULT_TEMPLATE)

@@ -20,7 +20,7 @@ from .zsclip import ZeroshotCLIP
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.ZeroshotCLIP2 = CN()
     cfg.TRAINER.ZeroshotCLIP2.PREC = "fp16"  # fp16 | fp32 | amp; fp16 runs in fp32 on the CPU
 
