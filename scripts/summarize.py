@@ -1,4 +1,4 @@
-"""Aggregate the results of the TaskRes workflows into tables and plots.
+"""Aggregate the results of the TaskRes workflows and of compare.sh into tables and plots.
 
     python scripts/summarize.py output [--out DIR] [--backbone rn50] [--ci95]
 
@@ -9,13 +9,22 @@ scripts/taskres/zeroshot.sh:
     <root>/<dataset>/ZeroshotCLIP/<tag>/log.txt
     <root>/dg/<target>/TaskRes/<run folder name>/seed<S>/log.txt
 
+and the other methods of compare.sh (CoOp, CoCoOp, LinearProbe, CLIP_Adapter, TipAdapter(F)):
+
+    <root>/<dataset>/<Trainer>/<cfg>_<tag>[_nctx.._csc.._ctp..]_<K>shots/seed<S>/log.txt
+    <root>/<dataset>/ZeroshotCLIP2/<tag>/log.txt
+    <root>/dg/<target>/<Trainer>/<run folder name>/seed<S>/log.txt
+    <root>/base2new/{train_base,test_new}/<dataset>/<Trainer>/<run folder name>/seed<S>/log.txt
+
 and writes into DIR (default: the root):
-    summary.md, summary.csv   rows: dataset x method (ZeroshotCLIP, TaskRes regular base,
+    summary.md, summary.csv   rows: dataset x method (ZeroshotCLIP, ..., TaskRes regular base,
                               TaskRes enhanced base) plus "Average" rows over the 11 datasets;
                               columns: shots; cells "mean ± std (n=seeds)", "-" when missing
     runs.csv                  every run folder found, numbers unformatted
-    <dataset>.png, average.png accuracy vs shots
+    <dataset>.png, average.png accuracy vs shots (log2 axis, std band)
+    comparison.png            the paper's figure: one panel per dataset plus the average panel
     dg.md, dg.csv             ImageNet (source) and its four variants, per method
+    base2new.md, base2new.csv base / new accuracy and their harmonic mean (when base2new runs exist)
 
 Partial results are fine: missing cells are "-", unfinished seeds are left out (n says how
 many seeds a cell holds).
@@ -43,11 +52,23 @@ BENCHMARK = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_f
 DG_SOURCE = "imagenet"
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 ZS = "ZeroshotCLIP"
-METHODS = (ZS, "regular", "enhanced")
-METHOD_LABELS = {ZS: "ZeroshotCLIP", "regular": "TaskRes (regular base)",
-                 "enhanced": "TaskRes (enhanced base)"}
+ZS2 = "ZeroshotCLIP2"
+ZERO_SHOT = (ZS, ZS2)  # seedless, shotless runs: <dataset>/<method>/<tag>
+# Display order of the comparison (the paper's legend order); trainers not named here follow.
+METHODS = (ZS, ZS2, "LinearProbe", "CoOp", "CoCoOp", "CLIP_Adapter", "TipAdapter", "TipAdapterF",
+           "regular", "enhanced")
+METHOD_LABELS = {ZS: "ZeroshotCLIP", ZS2: "ZeroshotCLIP2 (ensemble)", "LinearProbe": "Linear probe",
+                 "CoOp": "CoOp", "CoCoOp": "CoCoOp", "CLIP_Adapter": "CLIP-Adapter",
+                 "TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F",
+                 "regular": "TaskRes (regular base)", "enhanced": "TaskRes (enhanced base)"}
+NOT_METHODS = ("TaskRes", "StrongBase")  # TaskRes folders are parsed by RUN_RE; StrongBase makes bases
 RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
                     r"_alpha(?P<alpha>[0-9.]+)_(?P<shots>[0-9]+)shots$")
+# compare.sh's folders of the other methods; the tag holds no "_", so the shortest cfg that
+# leaves "<tag>[variant]_<K>shots" is the right split.
+METHOD_RUN_RE = re.compile(r"^(?P<cfg>.+?)_(?P<tag>[a-z0-9@.-]+)"
+                           r"(?P<variant>_nctx\d+_csc(?:True|False)_ctp(?:end|middle|front))?"
+                           r"_(?P<shots>[0-9]+)shots$")
 SEED_RE = re.compile(r"^seed(\d+)$")
 
 
@@ -60,7 +81,7 @@ class Run:
     """One run folder: its settings and the accuracy of each finished seed."""
     kind: str                 # "train" (few-shot), "zeroshot", or "dg" (evaluation of a source run)
     dataset: str              # dataset trained/evaluated on (the target for "dg")
-    method: str               # ZeroshotCLIP, regular or enhanced
+    method: str               # trainer name (ZeroshotCLIP, CoOp, ...), or regular/enhanced for TaskRes
     tag: str                  # backbone tag, e.g. rn50
     path: str
     cfg: str = ""
@@ -77,8 +98,18 @@ class Run:
         return mean, spread, len(self.seeds)
 
 
-def standard_cfg(dataset, shots):
-    """The config the published workflows use (keep in step with scripts/taskres/common.sh)."""
+def standard_cfg(dataset, shots, method="regular", tag="rn50"):
+    """The config the published workflows use (keep in step with scripts/taskres/common.sh
+    and cmp_cfg in compare.sh)."""
+    family = "vit_b16" if tag == "vitb16" else "rn50"
+    if method in ("CoOp", "CLIP_Adapter"):
+        return family + ("_ep50" if shots <= 1 or dataset == "imagenet" else "_ep100" if shots <= 4 else "")
+    if method == "CoCoOp":
+        return "vit_b16_c4_ep10_batch1_ctxv1"
+    if method in ("TipAdapter", "TipAdapterF"):
+        return f"{family}_{dataset}"
+    if method not in ("regular", "enhanced"):
+        return family
     lr = "2e-4" if dataset == "imagenet" else "2e-3"
     return f"adam_lr{lr}_B256_ep{100 if shots <= 4 else 200}"
 
@@ -124,6 +155,33 @@ def _taskres_runs(folder, dataset, kind):
     return runs
 
 
+def _method_runs(folder, dataset, method, kind):
+    """Runs of a compare.sh method (not TaskRes) in <...>/<dataset>/<method>/."""
+    runs = []
+    for name in _listdirs(folder):
+        match = METHOD_RUN_RE.match(name)
+        if not match:
+            logger.info("not a run folder name of compare.sh, skipped: %s", os.path.join(folder, name))
+            continue
+        path = os.path.join(folder, name)
+        runs.append(Run(kind=kind, dataset=dataset, method=method, tag=match["tag"], path=path,
+                        cfg=match["cfg"], shots=int(match["shots"]), name=name,
+                        seeds=_read_seeds(path, test_log=(kind in ("dg", "new")))))
+    return runs
+
+
+def _base2new_runs(root):
+    """base2new/train_base (kind "base": its final test is on the base classes) and
+    base2new/test_new (kind "new")."""
+    runs = []
+    for stage, kind in (("train_base", "base"), ("test_new", "new")):
+        top = os.path.join(root, "base2new", stage)
+        for dataset in _listdirs(top):
+            for method in _listdirs(os.path.join(top, dataset)):
+                runs += _method_runs(os.path.join(top, dataset, method), dataset, method, kind)
+    return runs
+
+
 def collect(root):
     """Every run folder under the output root, finished seeds read."""
     if not os.path.isdir(root):
@@ -134,13 +192,23 @@ def collect(root):
         if dataset == "dg":
             for target in _listdirs(os.path.join(root, "dg")):
                 runs += _taskres_runs(os.path.join(root, "dg", target, "TaskRes"), target, "dg")
+                for method in _listdirs(os.path.join(root, "dg", target)):
+                    if method not in NOT_METHODS:
+                        runs += _method_runs(os.path.join(root, "dg", target, method), target, method, "dg")
+            continue
+        if dataset == "base2new":
+            runs += _base2new_runs(root)
             continue
         runs += _taskres_runs(os.path.join(root, dataset, "TaskRes"), dataset, "train")
-        zs_dir = os.path.join(root, dataset, ZS)
-        for tag in _listdirs(zs_dir):
-            path = os.path.join(zs_dir, tag)
-            runs.append(Run(kind="zeroshot", dataset=dataset, method=ZS, tag=tag, path=path,
-                            seeds=_read_seeds(path, test_log=True)))
+        for method in _listdirs(os.path.join(root, dataset)):
+            folder = os.path.join(root, dataset, method)
+            if method in ZERO_SHOT:
+                for tag in _listdirs(folder):
+                    path = os.path.join(folder, tag)
+                    runs.append(Run(kind="zeroshot", dataset=dataset, method=method, tag=tag, path=path,
+                                    seeds=_read_seeds(path, test_log=True)))
+            elif method not in NOT_METHODS:
+                runs += _method_runs(folder, dataset, method, "train")
     return runs
 
 
@@ -150,7 +218,9 @@ def _pick(candidates, dataset, shots):
         return candidates[0]
     finished = [r for r in candidates if r.seeds] or candidates
     for run in finished:
-        if run.cfg == standard_cfg(dataset, shots) and _same_alpha(run.alpha, standard_alpha(dataset)):
+        if run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
+            continue
+        if run.method not in ("regular", "enhanced") or _same_alpha(run.alpha, standard_alpha(dataset)):
             return run
     chosen = sorted(finished, key=lambda r: r.name)[0]
     logger.warning("%d runs for %s %d-shot %s; the table shows %s (all are in runs.csv)",
@@ -185,10 +255,10 @@ class Table:
     def rows(self):
         """(method, tag) pairs present, in display order."""
         present = {(key[1], key[2]) for key in self.cells}
-        return [(m, t) for m in METHODS for t in self.tags if (m, t) in present]
+        return [(m, t) for m in method_order(m for m, _ in present) for t in self.tags if (m, t) in present]
 
     def label(self, method, tag):
-        return METHOD_LABELS[method] + (f" [{tag}]" if len(self.tags) > 1 else "")
+        return method_label(method) + (f" [{tag}]" if len(self.tags) > 1 else "")
 
     def stats(self, dataset, method, tag, shots):
         run = self.cells.get((dataset, method, tag, shots))
@@ -200,6 +270,16 @@ class Table:
         if not means or (require_all and len(means) < len(datasets)):
             return None
         return sum(means) / len(means), len(means)
+
+
+def method_order(methods):
+    """The paper's legend order, then any other trainer by name."""
+    methods = set(methods)
+    return [m for m in METHODS if m in methods] + sorted(methods - set(METHODS))
+
+
+def method_label(method):
+    return METHOD_LABELS.get(method, method)
 
 
 def fmt(stats):
@@ -279,66 +359,150 @@ def write_runs(runs, out_dir, ci95):
     _write(os.path.join(out_dir, "runs.csv"), _csv_text(header, rows))
 
 
-def _plot(series, title, path):
-    """series: [(label, [(shots, mean, std)])]; zero-shot points are drawn as a star at 0."""
+# Line styles and markers per series, so the lines stay apart in grey print.
+STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."),
+          ("*", ":"), ("<", "-"), (">", "--"), ("h", "-.")]
+
+
+# Zero-shot methods: grey flat lines told apart by marker and dash.
+ZERO_SHOT_STYLES = [("*", ":"), ("x", (0, (6, 2))), ("+", "-.")]
+
+
+def _draw(ax, series, title, xticks, styles=None):
+    """series: [(label, [(shots, mean, std)])] on a log2 shot axis; a zero-shot method (one
+    point at 0 shots) is a flat grey line with markers at the shot ticks, as it does not depend
+    on the shot count. styles: label -> index, so a method looks the same in every panel."""
+    import matplotlib.ticker as mticker
+
+    styles = styles or {label: i for i, (label, _) in enumerate(series)}
+    flat = sorted(label for label, points in series if [p[0] for p in points] == [0])
+    for label, points in series:
+        points = sorted(points)
+        if [p[0] for p in points] == [0]:
+            marker, dash = ZERO_SHOT_STYLES[flat.index(label) % len(ZERO_SHOT_STYLES)]
+            xs = xticks or [1]
+            ax.plot(xs, [points[0][1]] * len(xs), color="0.3", linewidth=1.2, linestyle=dash, marker=marker,
+                    markersize=7, label=label)
+            continue
+        xs, ys, es = zip(*[p for p in points if p[0] > 0])
+        marker, dash = STYLES[styles[label] % len(STYLES)]
+        line, = ax.plot(xs, ys, markersize=5, linewidth=1.4, label=label, marker=marker, linestyle=dash)
+        lows = [y - e for y, e in zip(ys, es)]
+        highs = [y + e for y, e in zip(ys, es)]
+        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xscale("log", base=2)
+    if xticks:
+        ax.set_xticks(xticks)
+    ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%d"))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+    ax.set_xlabel("shots per class (log2 scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+
+
+def _plot(series, title, path, xticks, styles=None):
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ticks = set()
-    for label, points in series:
-        points = sorted(points)
-        ticks.update(p[0] for p in points)
-        xs, ys, es = zip(*points)
-        if len(points) == 1 and xs[0] == 0:
-            ax.plot(xs, ys, marker="*", markersize=12, linestyle="none", label=label)
-            ax.axhline(ys[0], linestyle=":", linewidth=1, color=ax.lines[-1].get_color())
-        else:
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
-    ax.set_xticks(sorted(ticks))
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    _draw(ax, series, title, xticks, styles)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_plots(table, out_dir):
-    written = []
-    for dataset in table.datasets:
-        series = []
-        for method, tag in table.rows():
-            points = [(k, s[0], s[1]) for k in table.shots
-                      for s in [table.stats(dataset, method, tag, k)] if s]
-            if points:
-                series.append((table.label(method, tag), points))
-        if series:
-            path = os.path.join(out_dir, f"{dataset}.png")
-            _plot(series, dataset, path)
-            written.append(path)
+def _dataset_series(table, dataset):
+    series = []
+    for method, tag in table.rows():
+        points = [(k, s[0], s[1]) for k in table.shots for s in [table.stats(dataset, method, tag, k)] if s]
+        if points:
+            series.append((table.label(method, tag), points))
+    return series
 
-    # Average over the benchmark datasets; a run on other datasets only (the demo) averages those.
-    pool = tuple(d for d in table.datasets if d in BENCHMARK) or tuple(table.datasets)
-    series, partial = [], pool != BENCHMARK
+
+def _average_series(table, pool):
+    """Mean over the pool's datasets per shot count; the band is the std over seeds of the
+    per-seed averages (seeds every dataset has), 0 when no seed is shared."""
+    series, partial = [], False
     for method, tag in table.rows():
         points = []
         for k in table.shots:
-            avg = table.average(method, tag, k, require_all=False, datasets=pool)
-            if avg:
-                points.append((k, avg[0], 0.0))
-                partial |= avg[1] < len(pool)
+            runs = [table.cells.get((d, method, tag, k)) for d in pool]
+            runs = [r for r in runs if r and r.seeds]
+            if not runs:
+                continue
+            partial |= len(runs) < len(pool)
+            mean = sum(r.stats()[0] for r in runs) / len(runs)
+            shared = set.intersection(*(set(r.seeds) for r in runs))
+            spread = 0.0
+            if len(shared) > 1:
+                per_seed = [sum(r.seeds[s] for r in runs) / len(runs) for s in sorted(shared)]
+                spread = mean_std(per_seed)[1]
+            points.append((k, mean, spread))
         if points:
             series.append((table.label(method, tag), points))
+    return series, partial
+
+
+def write_plots(table, out_dir):
+    """One PNG per dataset, average.png, and comparison.png with every panel side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xticks = [k for k in table.shots if k > 0]
+    # Colours follow the series order, so every panel lists the methods in the same order.
+    styles = {table.label(m, t): i for i, (m, t) in enumerate(table.rows())}
+    written, panels = [], []
+    for dataset in table.datasets:
+        series = _dataset_series(table, dataset)
+        if series:
+            path = os.path.join(out_dir, f"{dataset}.png")
+            _plot(series, dataset, path, xticks, styles)
+            written.append(path)
+            panels.append((dataset, series))
+
+    # Average over the benchmark datasets; a run on other datasets only (the demo) averages those.
+    pool = tuple(d for d in table.datasets if d in BENCHMARK) or tuple(table.datasets)
+    series, partial = _average_series(table, pool)
+    partial |= pool != BENCHMARK
     if series:
         title = "Average over datasets"
         if partial:  # a debug run or an unfinished benchmark: say what the points average
             title = f"Average over {len(pool)} dataset(s) (partial)"
         path = os.path.join(out_dir, "average.png")
-        _plot(series, title, path)
+        _plot(series, title, path, xticks, styles)
+        written.append(path)
+        panels.append((title, series))
+
+    if panels:
+        cols = min(4, len(panels))
+        rows = -(-len(panels) // cols)
+        labels_count = len({label for _, series in panels for label, _ in series})
+        legend_rows = -(-labels_count // 4)
+        legend_in = 0.25 * legend_rows + 0.3  # inches under the panels for the shared legend
+        height = 3.6 * rows + legend_in
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height), squeeze=False)
+        for ax, (title, series) in zip(axes.flat, panels):
+            _draw(ax, series, title, xticks, styles)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        # One legend for the figure: every panel uses the same label -> style mapping.
+        handles, labels = {}, []
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                if label not in handles:
+                    handles[label] = handle
+                    labels.append(label)
+        fig.legend([handles[lb] for lb in labels], labels, loc="lower center",
+                   ncol=min(len(labels), 4), fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, legend_in / height, 1, 1))
+        path = os.path.join(out_dir, "comparison.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
         written.append(path)
     return written
 
@@ -352,39 +516,91 @@ def write_dg(runs, table, out_dir, ci95):
     tags = sorted({r.tag for r in dg} | {t for (d, m, t, k) in table.cells if d == DG_SOURCE} |
                   {r.tag for r in runs if r.kind == "zeroshot" and r.dataset in DG_TARGETS})
     multi = len(tags) > 1
+    trained = {r.method for r in dg} | {m for (d, m, t, k) in table.cells if d == DG_SOURCE}
     for tag in tags or ["rn50"]:
         suffix = f" [{tag}]" if multi else ""
-        zs = {r.dataset: r for r in runs if r.kind == "zeroshot" and r.method == ZS and r.tag == tag
-              and r.dataset in (DG_SOURCE,) + DG_TARGETS}
-        if zs:
-            rows_out.append([METHOD_LABELS[ZS] + suffix] +
-                            [fmt(zs[d].stats(ci95)) if d in zs else "-" for d in (DG_SOURCE,) + DG_TARGETS])
-        for base in ("regular", "enhanced"):
-            mine = [r for r in dg if r.method == base and r.tag == tag]
+        for method in method_order(trained | set(ZERO_SHOT) | {"regular", "enhanced"}):
+            if method in ZERO_SHOT:
+                zs = {r.dataset: r for r in runs if r.kind == "zeroshot" and r.method == method and r.tag == tag
+                      and r.dataset in (DG_SOURCE,) + DG_TARGETS}
+                if zs:
+                    rows_out.append([method_label(method) + suffix] +
+                                    [fmt(zs[d].stats(ci95)) if d in zs else "-" for d in (DG_SOURCE,) + DG_TARGETS])
+                continue
+            taskres = method in ("regular", "enhanced")
+            mine = [r for r in dg if r.method == method and r.tag == tag]
             names = sorted({r.name for r in mine})
             if names:
                 # Prefer the published setting (16 shots, standard cfg) when several were evaluated.
-                name = next((n for n in names if RUN_RE.match(n)["shots"] == "16"
-                             and RUN_RE.match(n)["cfg"] == standard_cfg(DG_SOURCE, 16)), names[0])
+                def standard(name):
+                    match = (RUN_RE if taskres else METHOD_RUN_RE).match(name)
+                    return match["shots"] == "16" and match["cfg"] == standard_cfg(DG_SOURCE, 16, method, tag)
+                name = next((n for n in names if standard(n)), names[0])
                 if len(names) > 1:
                     logger.warning("%d evaluated %s runs on the DG targets; dg.md shows %s", len(names),
-                                   base, name)
-                source = next((r for r in sources.values() if r.name == name), None)
+                                   method, name)
+                source = next((r for r in sources.values() if r.name == name and r.method == method), None)
                 targets = {r.dataset: r for r in mine if r.name == name}
             else:
-                source = table.cells.get((DG_SOURCE, base, tag, 16))
+                source = table.cells.get((DG_SOURCE, method, tag, 16))
                 targets = {}
+            if not (taskres or source or targets):
+                continue
             cells = [fmt(source.stats(ci95)) if source else "-"]
             cells += [fmt(targets[t].stats(ci95)) if t in targets else "-" for t in DG_TARGETS]
-            rows_out.append([METHOD_LABELS[base] + suffix] + cells)
+            rows_out.append([method_label(method) + suffix] + cells)
     _write(os.path.join(out_dir, "dg.csv"), _csv_text(header, rows_out))
     spread = "95% confidence interval" if ci95 else "std"
     text = ["# Domain generalization: ImageNet -> ImageNet-V2 / -Sketch / -A / -R", "",
             f"Test accuracy (%), mean ± {spread} over seeds (n = finished seeds); '-' = no finished run. "
-            "TaskRes rows: the 16-shot ImageNet runs evaluated by test_dg.sh.", "",
+            "Trained rows: the 16-shot ImageNet runs evaluated by test_dg.sh / compare.sh.", "",
             _md_table(header, rows_out), ""]
     _write(os.path.join(out_dir, "dg.md"), "\n".join(text))
     return rows_out
+
+
+def harmonic_mean(base, new):
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def write_base2new(runs, out_dir, ci95):
+    """CoCoOp's base-to-new table: base accuracy (the train_base run's final test), new accuracy
+    (its checkpoint on the new classes), harmonic mean of the two means; plus the average over
+    the datasets that have both. Returns the rows, [] (and no file) without base2new runs."""
+    cells = {}
+    for run in runs:
+        if run.kind in ("base", "new"):
+            cells.setdefault((run.dataset, run.method, run.tag), {})[run.kind] = run
+    if not cells:
+        return []
+    multi = len({key[2] for key in cells}) > 1
+    datasets = [d for d in BENCHMARK if any(k[0] == d for k in cells)] + sorted(
+        {k[0] for k in cells} - set(BENCHMARK))
+    header = ["dataset", "method", "base", "new", "H"]
+    rows, means = [], {}
+    for dataset in datasets:
+        for method in method_order(k[1] for k in cells if k[0] == dataset):
+            for tag in sorted(k[2] for k in cells if k[:2] == (dataset, method)):
+                pair = cells[(dataset, method, tag)]
+                base = pair["base"].stats(ci95) if "base" in pair else None
+                new = pair["new"].stats(ci95) if "new" in pair else None
+                h = f"{harmonic_mean(base[0], new[0]):.2f}" if base and new else "-"
+                label = method_label(method) + (f" [{tag}]" if multi else "")
+                rows.append([dataset, label, fmt(base), fmt(new), h])
+                if base and new:
+                    means.setdefault(label, []).append((base[0], new[0]))
+    for label, pairs in means.items():
+        b = sum(p[0] for p in pairs) / len(pairs)
+        n = sum(p[1] for p in pairs) / len(pairs)
+        rows.append([f"Average ({len(pairs)} datasets)", label, f"{b:.2f}", f"{n:.2f}", f"{harmonic_mean(b, n):.2f}"])
+    _write(os.path.join(out_dir, "base2new.csv"), _csv_text(header, rows))
+    spread = "95% confidence interval" if ci95 else "std"
+    text = ["# Base-to-new generalization (CoCoOp's protocol)", "",
+            f"Trained on the base half of the classes (16 shots), tested on base and on new classes; "
+            f"mean ± {spread} over seeds; H = harmonic mean of the base and new means.", "",
+            _md_table(header, rows), ""]
+    _write(os.path.join(out_dir, "base2new.md"), "\n".join(text))
+    return rows
 
 
 def _write(path, text):
@@ -410,6 +626,8 @@ def summarize(root, out_dir=None, backbone=None, ci95=False):
     write_runs(runs, out_dir, ci95)
     write_dg(runs, table, out_dir, ci95)
     written = [os.path.join(out_dir, f) for f in ("summary.md", "summary.csv", "runs.csv", "dg.md", "dg.csv")]
+    if write_base2new(runs, out_dir, ci95):
+        written += [os.path.join(out_dir, "base2new.md"), os.path.join(out_dir, "base2new.csv")]
     written += write_plots(table, out_dir)
     return written
 

@@ -46,6 +46,8 @@ TRAINER_ARGS = {
     "CLIP_Adapter": ([], []),
     "TipAdapter": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
     "TipAdapterF": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
+    "CoOp": ([], ["TRAINER.COOP.N_CTX", "4"]),
+    "CoCoOp": ([], ["TRAINER.COCOOP.N_CTX", "4"]),
 }
 
 

@@ -192,7 +192,7 @@ def test_plots_are_valid_pngs(full_tree, tmp_path):
     out = tmp_path / "summary"
     written = summarize.summarize(str(full_tree), str(out))
     pngs = sorted(p for p in written if p.endswith(".png"))
-    assert sorted(os.path.basename(p) for p in pngs) == sorted([f"{d}.png" for d in BENCHMARK] + ["average.png"])
+    assert sorted(os.path.basename(p) for p in pngs) == sorted([f"{d}.png" for d in BENCHMARK] + ["average.png", "comparison.png"])
     for path in pngs:
         with open(path, "rb") as f:
             data = f.read()
