@@ -287,6 +287,17 @@ for a in "$@"; do
     prev=$a
 done
 case " $* " in *" configs/datasets/$FAKE_FAIL.yaml "*) echo "boom" >&2; exit 3 ;; esac
+[[ -n "${FAKE_GPU_LOG:-}" ]] && echo "${CUDA_VISIBLE_DEVICES:-unset}" >> "$FAKE_GPU_LOG"
+if [[ -n "${FAKE_MEET:-}" ]]; then
+    # rendezvous: each run waits until FAKE_MEET_N runs have started, which happens only when
+    # they run side by side (one after the other, the first would wait in vain and fail)
+    mkdir -p "$FAKE_MEET" && : > "$FAKE_MEET/$$"
+    for _ in $(seq 300); do
+        (($(ls "$FAKE_MEET" | wc -l) >= FAKE_MEET_N)) && break
+        sleep 0.1
+    done
+    (($(ls "$FAKE_MEET" | wc -l) >= FAKE_MEET_N)) || { echo "ran alone" >&2; exit 4; }
+fi
 if [[ -n "$sbroot" ]]; then
     [[ -n "${FAKE_NO_BASE:-}" ]] && exit 0  # "succeeds" without writing the base
     case $dataset in dtd) cls=DescribableTextures ;; oxford_pets) cls=OxfordPets ;; *) cls=X ;; esac
@@ -442,3 +453,60 @@ def test_integer_alpha_passes_through_unchanged(tmp_path, fake_env):
 def test_bad_parallel_options_fail_with_one_clear_line(args, message):
     proc = run_script("train_regular.sh", "--dry-run", *args, env={"DATA": "/d"})
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def runner_env(env):
+    # the fake python stands in for train.py; scripts/run_jobs.py itself needs a real python
+    import sys
+    return {**env, "TR_RUNNER_PYTHON": sys.executable}
+
+
+def test_jobs_run_side_by_side_each_pinned_to_a_gpu(fake_env, tmp_path):
+    env, log = fake_env
+    env = runner_env({**env, "FAKE_FAIL": "none", "FAKE_GPU_LOG": str(tmp_path / "gpus.log"),
+                      "FAKE_MEET": str(tmp_path / "meet"), "FAKE_MEET_N": "2"})
+    args = ("--datasets", "dtd", "--shots", "1", "--seeds", "1 2", "--gpus", "0,1")
+    proc = run_script("train_regular.sh", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "gpus.log").read_text().split()) == ["0", "1"]  # one run per GPU
+    assert sorted(c.split("--seed ")[1].split()[0] for c in log.read_text().splitlines()) == ["1", "2"]
+    out = tmp_path / "out" / "dtd" / "TaskRes" / "adam_lr2e-3_B256_ep100_rn50_regular-base_alpha0.5_1shots"
+    assert (out / "seed1" / "results_test.json").exists() and (out / "seed2" / "results_test.json").exists()
+    assert len(list((tmp_path / "out" / "jobs").glob("*.log"))) == 2  # each run's console output
+    # the skip rule holds: a second pass finds both finished and starts nothing
+    log.write_text("")
+    assert run_script("train_regular.sh", *args, env=env).returncode == 0
+    assert log.read_text() == ""
+
+
+def test_jobs_report_failures_and_finish_the_rest(fake_env):
+    env, log = fake_env
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--jobs", "2", env=runner_env(env))
+    assert proc.returncode == 1
+    assert "1 run(s) failed" in proc.stderr and "TaskRes eurosat 1-shot regular-base seed1" in proc.stderr
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_jobs_enhance_makes_every_base_before_the_runs(fake_env):
+    env, log = fake_env
+    proc = run_script("train_enhance.sh", "--datasets", "dtd oxford_pets", "--shots", "2", "--seeds", "1 2",
+                      "--jobs", "3", env=runner_env({**env, "FAKE_FAIL": "none"}))
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert ["StrongBase" in c for c in calls] == [True, True, False, False, False, False]
+
+
+def test_submit_through_submitit_local_executor(fake_env, tmp_path):
+    env, log = fake_env
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--submit", "local", "--submit-opts", "timeout_min=5", env=runner_env(env))
+    assert proc.returncode == 1, proc.stderr  # eurosat fails, dtd finishes
+    assert "submitted job" in proc.stderr and "FAILED (job" in proc.stderr
+    assert "1 run(s) failed" in proc.stderr and "TaskRes eurosat 1-shot regular-base seed1" in proc.stderr
+    done = tmp_path / "out" / "dtd" / "TaskRes" / "adam_lr2e-3_B256_ep100_rn50_regular-base_alpha0.5_1shots" / "seed1"
+    assert (done / "results_test.json").exists()
+    log.write_text("")  # same folders and skip rule: only the failed run is submitted again
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--submit", "local", env=runner_env(env))
+    assert proc.returncode == 1 and [("eurosat" in c) for c in log.read_text().splitlines()] == [True]
