@@ -106,6 +106,8 @@ def main(argv=None):
         raise SystemExit("usage: torchrun --nproc_per_node N -m engine.distributed {extract|train} "
                          "[train.py flags and KEY VALUE opts]")
     mode, rest = argv[0], argv[1:]
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # before the slow imports below
+        init_from_env()
     import train  # noqa: PLC0415 - the repository root is on sys.path under `-m`
     from .trainer import build_trainer  # noqa: PLC0415
 

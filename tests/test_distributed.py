@@ -21,45 +21,37 @@ WORLD = 2
 
 
 # ---- encode_sharded: which rank encodes what, and the order of the gathered rows ----------
-def _shard_worker(rank, init_file, keys_by_rank, results):
+def _shard_worker(rank, init_file, cases, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        seen = []
+        for case, keys_by_rank in enumerate(cases):
+            seen = []
 
-        def fake_encode_views(encode, items, transform, keys, batch_size, *rest):
-            seen.append(list(keys))
-            return torch.tensor([[float(i), float(v)] for i, v in keys])
+            def fake_encode_views(encode, items, transform, keys, batch_size, *rest):
+                seen.append(list(keys))
+                return torch.tensor([[float(i), float(v)] for i, v in keys])
 
-        keys = keys_by_rank[rank]
-        try:
-            out = distributed.encode_sharded(fake_encode_views, None, None, None, keys, 3)
-            results[rank] = (seen, out.tolist(), distributed.is_writer())
-        except RuntimeError as e:
-            results[rank] = str(e)
+            try:
+                out = distributed.encode_sharded(fake_encode_views, None, None, None, keys_by_rank[rank], 3)
+                results[case, rank] = (seen, out.tolist(), distributed.is_writer())
+            except RuntimeError as e:
+                results[case, rank] = str(e)
     finally:
         dist.destroy_process_group()
 
 
-def _run_shards(tmp_path, keys_by_rank):
-    results = mp.Manager().dict()
-    mp.spawn(_shard_worker, args=(str(tmp_path / "init"), keys_by_rank, results), nprocs=WORLD)
-    return dict(results)
-
-
-def test_each_rank_encodes_whole_batches_and_all_get_every_row_in_order(tmp_path):
+def test_ranks_encode_whole_batches_gather_every_row_in_order_and_must_agree(tmp_path):
     keys = [(i, v) for v in range(2) for i in range(7)]  # 14 keys -> batches of 3: 3 3 3 3 2
-    results = _run_shards(tmp_path, [keys, keys])
-    (seen0, out0, writer0), (seen1, out1, writer1) = results[0], results[1]
+    cases = [[keys, keys], [[(0, 0), (1, 0)], [(0, 0)]]]  # 2nd: the ranks disagree on what is missing
+    results = mp.Manager().dict()
+    mp.spawn(_shard_worker, args=(str(tmp_path / "init"), cases, results), nprocs=WORLD)
+    (seen0, out0, writer0), (seen1, out1, writer1) = results[0, 0], results[0, 1]
     assert seen0 == [keys[0:3] + keys[6:9] + keys[12:14]]  # batches 0, 2, 4
     assert seen1 == [keys[3:6] + keys[9:12]]  # batches 1, 3
     expected = [[float(i), float(v)] for i, v in keys]
     assert out0 == expected and out1 == expected
     assert (writer0, writer1) == (True, False)  # only rank 0 writes bundles
-
-
-def test_ranks_that_disagree_on_the_missing_views_stop(tmp_path):
-    results = _run_shards(tmp_path, [[(0, 0), (1, 0)], [(0, 0)]])
-    assert all("ranks disagree" in results[r] for r in range(WORLD))
+    assert all("ranks disagree" in results[1, r] for r in range(WORLD))
 
 
 def test_outside_torchrun_encode_sharded_is_the_plain_call():
