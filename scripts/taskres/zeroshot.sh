@@ -14,6 +14,8 @@ options:
                      each dataset; only its backbone, input and batch size matter)
   --root DIR         dataset root (default \$DATA)
   --output DIR       output root (default \$OUTPUT or ./output)
+  --jobs N, --gpus 0,1,..., --submit slurm|local, --submit-opts \"K=V ...\"
+                     run side by side / on Slurm (README \"Scale-out\")
   --dry-run          print the train.py commands instead of running them"
 
 tr_parse_args "datasets backbone cfg root output jobs gpus submit submit-opts dry-run" "$@"
