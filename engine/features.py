@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
+from . import distributed
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.transforms import transform_signature
 from .errors import ConfigError
@@ -290,15 +291,16 @@ class FeatureStore:
                         len(missing), group, len(views) * len(items) - len(missing))
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
             start = time.perf_counter()
-            encoded = encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train,
-                                   root=root, seed=seed, desc=group)
+            # under torchrun each rank encodes a share and gets all rows back (engine/distributed.py)
+            encoded = distributed.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
+                                                 num_workers, device, is_train, root=root, seed=seed, desc=group)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
             for (i, _, v), feat in zip(missing, encoded.to(dtype)):
                 new_rows[v][img_keys[i]] = feat
                 per_view[v][img_keys[i]] = feat
-            if self.enabled:
+            if self.enabled and distributed.is_writer():
                 for v, view in enumerate(views):
                     if new_rows[v]:
                         self._merge_write(self.bundle_path(encoder_key, transform_key, view, group), new_rows[v])
