@@ -1,6 +1,6 @@
 """The one entry point: parse args -> build cfg -> build trainer -> train or evaluate.
 
-Same CLI as CoOp's train.py (plus ``--trainer-dir``); flags may also follow the ``KEY VALUE``
+Same CLI as the Dassl-based repositories' train.py (plus ``--trainer-dir``); flags may also follow the ``KEY VALUE``
 opts. Config merge order: defaults (engine + every trainer module's ``extend_cfg``) ->
 --dataset-config-file -> --config-file -> CLI flags given -> ``KEY VALUE`` opts. No trainer is
 named here: trainers come from ``trainers/`` and the trainer folders.
@@ -100,7 +100,9 @@ def setup_cfg(args):
         merge_from_file(cfg, args.config_file)
     reset_cfg(cfg, args)
     merge_from_list(cfg, args.opts or [])
-    check_cfg(cfg)
+    name = cfg.TRAINER.NAME
+    trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
+    check_cfg(cfg, reads=getattr(trainer_cls, "reads_keys", ()))
     cfg.freeze()
     return cfg
 

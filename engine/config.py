@@ -190,9 +190,15 @@ def unused_key(key, default, reason):
     _UNUSED[key] = (default, reason)
 
 
-def check_cfg(cfg):
-    """Refuse a non-default value of a key nothing reads (one sentence naming key, value and why)."""
+def check_cfg(cfg, reads=()):
+    """Refuse a non-default value of a key nothing reads (one sentence naming key, value and why).
+
+    ``reads``: keys of that list the chosen trainer does read (its ``reads_keys``, e.g. CoOp's
+    MODEL.INIT_WEIGHTS), so they are accepted.
+    """
     for key, (default, reason) in _UNUSED.items():
+        if key in reads:
+            continue
         node, found = cfg, True
         for part in key.split("."):
             if not isinstance(node, CN) or part not in node:

@@ -49,30 +49,41 @@ def _check_same_keys(keys):
                            "wrote the cache while they read it): run the same command again.")
 
 
-def encode_sharded(encode_views, encode, items, transform, keys, batch_size, *args, **kwargs):
+def encode_sharded(encode_views, encode, items, transform, keys, batch_size, num_workers, device, is_train,
+                   **kwargs):
     """``encode_views(encode, items, transform, keys, batch_size, ...)`` spread over the ranks.
 
-    ``keys`` is cut into the batches a single process would form, and rank r encodes batches
-    r, r + W, r + 2W, ...: each batch goes through the encoder exactly as in a single-process
-    build, so the features match bit for bit (a different batching could change the last bits
-    of a float). Every rank returns all features, in the order of ``keys``.
+    ``keys`` is cut into the batches a single process would form (whole images with all their
+    views for training, see ``training_batch_plan``), and rank r encodes batches r, r+W, r+2W, ...:
+    each batch goes through the encoder exactly as in a single-process build, so the features
+    match bit for bit (another batching could change the last bits of a float). Every rank
+    returns all features, in the order of ``keys``.
     """
+    args = (num_workers, device, is_train)
     if not is_sharded():
         return encode_views(encode, items, transform, keys, batch_size, *args, **kwargs)
+    from .features import training_batch_plan  # noqa: PLC0415 - features imports this module
+
     world, rank = dist.get_world_size(), dist.get_rank()
     _check_same_keys(keys)
-    batches = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
-    mine = [key for batch in batches[rank::world] for key in batch]
-    logger.info("Rank %d/%d encodes %d of %d image views", rank, world, len(mine), len(keys))
+    if is_train:
+        batches, per_batch = training_batch_plan(keys, batch_size)
+        kwargs["per_batch"] = per_batch
+    else:
+        batches = [list(range(i, min(i + batch_size, len(keys)))) for i in range(0, len(keys), batch_size)]
+    owned = [[pos for batch in batches[r::world] for pos in batch] for r in range(world)]
+    logger.info("Rank %d/%d encodes %d of %d image views", rank, world, len(owned[rank]), len(keys))
+    mine = [keys[pos] for pos in owned[rank]]
     local = encode_views(encode, items, transform, mine, batch_size, *args, **kwargs) if mine else None
     gathered = [None] * world
     dist.all_gather_object(gathered, local)  # CPU tensors: encode_views returns its result on the CPU
-    parts, offsets = [], [0] * world
-    for b, batch in enumerate(batches):
-        owner = b % world
-        parts.append(gathered[owner][offsets[owner]:offsets[owner] + len(batch)])
-        offsets[owner] += len(batch)
-    return torch.cat(parts) if parts else torch.empty(0)
+    parts = [(owned[r], gathered[r]) for r in range(world) if owned[r]]
+    if not parts:
+        return torch.empty(0)
+    out = torch.empty(len(keys), parts[0][1].shape[1], dtype=parts[0][1].dtype)
+    for positions, feats in parts:
+        out[torch.tensor(positions)] = feats
+    return out
 
 
 def init_from_env(use_cuda=True):

@@ -178,14 +178,28 @@ def _cat_views(samples):
     return {"img": torch.cat([sample["img"] for sample in samples])}
 
 
+def training_batch_plan(keys, batch_size):
+    """How ``encode_views`` batches training keys: whole images (all their views from one decode),
+    ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
+    by_image = {}
+    for pos, (index, _) in enumerate(keys):
+        by_image.setdefault(index, []).append(pos)
+    groups = list(by_image.values())
+    per_batch = max(1, batch_size // max(len(g) for g in groups)) if groups else 1
+    batches = [[pos for g in groups[i:i + per_batch] for pos in g] for i in range(0, len(groups), per_batch)]
+    return batches, per_batch
+
+
 def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
-                 desc="images"):
+                 desc="images", per_batch=None):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
 
     ``encode`` maps an image batch already on ``device`` to features. Decoding runs in
     ``num_workers`` processes with pinned memory so the accelerator does not wait on JPEGs;
     features stay on the device until the end, so no batch waits for the previous one's copy.
-    ``root`` and ``seed`` seed the training views (``view_seed``).
+    ``root`` and ``seed`` seed the training views (``view_seed``); ``per_batch`` fixes the images
+    per training batch (sharded extraction passes the single-process plan's, see
+    ``training_batch_plan``).
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -195,7 +209,8 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
         for pos, (index, view) in enumerate(keys):
             by_image.setdefault(index, []).append((pos, view))
         views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
-        per_batch = max(1, batch_size // max(len(v) for v in views.values())) if views else 1
+        if per_batch is None:
+            per_batch = training_batch_plan(keys, batch_size)[1]
         loader = DataLoader(
             _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
             num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)

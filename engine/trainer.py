@@ -271,6 +271,8 @@ class SimpleTrainer(TrainerBase):
     # True: the trainer learns nothing (zero-shot), so --eval-only needs no --model-dir;
     # None: decided by whether it registers any model
     training_free = None
+    # keys of engine.config's "read by nothing" list that this trainer does read (accepted when set)
+    reads_keys = ()
 
     def __init__(self, cfg):
         super().__init__()

@@ -24,15 +24,16 @@ WORLD = 2
 def _shard_worker(rank, init_file, cases, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        for case, keys_by_rank in enumerate(cases):
+        for case, (keys_by_rank, is_train, batch) in enumerate(cases):
             seen = []
 
-            def fake_encode_views(encode, items, transform, keys, batch_size, *rest):
-                seen.append(list(keys))
+            def fake_encode_views(encode, items, transform, keys, batch_size, *rest, **kwargs):
+                seen.append((list(keys), kwargs.get("per_batch")))
                 return torch.tensor([[float(i), float(v)] for i, v in keys])
 
             try:
-                out = distributed.encode_sharded(fake_encode_views, None, None, None, keys_by_rank[rank], 3)
+                out = distributed.encode_sharded(fake_encode_views, None, None, None, keys_by_rank[rank], batch,
+                                                 0, "cpu", is_train)
                 results[case, rank] = (seen, out.tolist(), distributed.is_writer())
             except RuntimeError as e:
                 results[case, rank] = str(e)
@@ -42,16 +43,23 @@ def _shard_worker(rank, init_file, cases, results):
 
 def test_ranks_encode_whole_batches_gather_every_row_in_order_and_must_agree(tmp_path):
     keys = [(i, v) for v in range(2) for i in range(7)]  # 14 keys -> batches of 3: 3 3 3 3 2
-    cases = [[keys, keys], [[(0, 0), (1, 0)], [(0, 0)]]]  # 2nd: the ranks disagree on what is missing
+    cases = [([keys, keys], False, 3),
+             ([[(0, 0), (1, 0)], [(0, 0)]], False, 3),  # the ranks disagree on what is missing
+             ([keys, keys], True, 4)]  # training: whole images (2 views each), 2 images a batch
     results = mp.Manager().dict()
     mp.spawn(_shard_worker, args=(str(tmp_path / "init"), cases, results), nprocs=WORLD)
     (seen0, out0, writer0), (seen1, out1, writer1) = results[0, 0], results[0, 1]
-    assert seen0 == [keys[0:3] + keys[6:9] + keys[12:14]]  # batches 0, 2, 4
-    assert seen1 == [keys[3:6] + keys[9:12]]  # batches 1, 3
+    assert seen0 == [(keys[0:3] + keys[6:9] + keys[12:14], None)]  # batches 0, 2, 4
+    assert seen1 == [(keys[3:6] + keys[9:12], None)]  # batches 1, 3
     expected = [[float(i), float(v)] for i, v in keys]
     assert out0 == expected and out1 == expected
     assert (writer0, writer1) == (True, False)  # only rank 0 writes bundles
     assert all("ranks disagree" in results[1, r] for r in range(WORLD))
+    # training keys are planned as one process batches them: images {0,1}, {2,3}, {4,5}, {6}
+    (train0, tout0, _), (train1, tout1, _) = results[2, 0], results[2, 1]
+    views_of = lambda images: [(i, v) for i in images for v in range(2)]  # noqa: E731
+    assert train0 == [(views_of([0, 1, 4, 5]), 2)] and train1 == [(views_of([2, 3, 6]), 2)]
+    assert tout0 == expected and tout1 == expected
 
 
 def test_outside_torchrun_encode_sharded_is_the_plain_call():

@@ -296,6 +296,8 @@ class PromptTrainer(FrozenCLIPTrainer):
     """What CoOp and CoCoOp share: amp/fp32 step, the LR stepped at the last batch (Dassl's
     convention, as the originals do), checkpoint adaptation, text features computed once per test."""
 
+    reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
+
     def step(self, loss_fn):
         """One optimisation step of ``loss_fn() -> (loss, output or None)``; returns both."""
         if self.prec == "amp":
