@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 FILE_NAME = "micro-clip-fmnist.pt"
 # Bumped whenever the code changes what a recipe builds (the metadata's hash covers it).
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,6 +75,10 @@ class Recipe:
     # P(a class is named as its look-alike in a caption): (class, look-alike, probability).
     misnaming: tuple = ((6, 0, 0.5), (7, 9, 0.35), (9, 7, 0.35), (2, 4, 0.25))
     text_feature_norm: float = 1.5    # norm of "a photo of a {class}." features after rescaling
+    # Share of images seen as a random resized crop (+ flip) with these area bounds, as the few-shot
+    # trainers' views are (random_resized_crop, scale 0.08-1): their features must stay meaningful.
+    crop_p: float = 0.5
+    crop_scale: tuple = (0.08, 1.0)
     version: int = BUILD_VERSION
 
     def digest(self):
@@ -242,6 +246,29 @@ def encode_small_images(model, images, recipe, resize=None):
     return model.visual.from_patches(patch_embeddings(model, images, resize, recipe.patch_size))
 
 
+def random_resized_crops(images, recipe, generator):
+    """torchvision's RandomResizedCrop + horizontal flip on 28 px images [N, 28, 28], kept at 28 px.
+
+    A crop of the small image resampled to 28 px, then (cheap path) to 224 px, stands for the
+    crop the trainers take of the PNG and resize to 224 px. A share 1 - crop_p stays whole.
+    """
+    n = len(images)
+    area = torch.empty(n).uniform_(*recipe.crop_scale, generator=generator)
+    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+    height = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    cx = (1 - width) * (2 * torch.rand(n, generator=generator) - 1)  # crop centre in [-1, 1] coordinates
+    cy = (1 - height) * (2 * torch.rand(n, generator=generator) - 1)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    keep = torch.rand(n, generator=generator) >= recipe.crop_p
+    width, height, cx, cy, flip = (torch.where(keep, d, v) for v, d in
+                                   ((width, 1.0), (height, 1.0), (cx, 0.0), (cy, 0.0), (flip, 1.0)))
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = width * flip, cx, height, cy
+    grid = F.affine_grid(theta, (n, 1, SOURCE_SIZE, SOURCE_SIZE), align_corners=False)
+    return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
+
+
 # ---- captions ---------------------------------------------------------------------------------
 def caption_table(classnames):
     """All pretraining captions, as (text, class named, brightness index) in a fixed order."""
@@ -336,7 +363,7 @@ def _pretrain(recipe, clip, log_every):
         index = torch.randint(len(images), (recipe.batch_size,), generator=generator)
         caption = sample_captions(labels[index], bright[index], recipe, generator)
         unique, inverse = torch.unique(caption, return_inverse=True)
-        image_features = encode_small_images(model, images[index], recipe, resize)
+        image_features = encode_small_images(model, random_resized_crops(images[index], recipe, generator), recipe, resize)
         text_features = model.encode_text(tokens[unique])[inverse]
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)

@@ -114,3 +114,15 @@ def test_cache_is_reused_while_current_and_rebuilt_when_stale(tmp_path, monkeypa
     mc.ensure_micro_clip(str(tmp_path), TINY)
     assert len(builds) == 4 and mc.is_current(path, TINY)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]  # no temporary file left behind
+
+
+def test_pretraining_crops_leave_the_kept_share_whole_and_crop_the_rest():
+    images = torch.rand(64, 28, 28)
+    whole = mc.random_resized_crops(images, dataclasses.replace(TINY, crop_p=0.0), torch.Generator().manual_seed(0))
+    assert torch.allclose(whole, images, atol=1e-5)
+    cropped = mc.random_resized_crops(images, dataclasses.replace(TINY, crop_p=1.0), torch.Generator().manual_seed(0))
+    changed = (cropped - images).flatten(1).abs().max(1).values > 0.1
+    assert changed.all()
+    half = mc.random_resized_crops(images, TINY, torch.Generator().manual_seed(0))
+    kept = ((half - images).flatten(1).abs().max(1).values < 1e-5).float().mean().item()
+    assert 0.3 < kept < 0.7  # crop_p 0.5
