@@ -22,6 +22,7 @@ named as a look-alike (shirts as "T-shirt or top", sneakers and ankle boots swap
 carry brightness words the class prompts lack, and every caption in a batch that is identical to
 an image's caption counts as its positive. The text projection is finally rescaled so class
 prompt features have a fixed norm (TEXT_FEATURE_NORM, why: see there); cosines do not change.
+Half the images are seen as random resized crops, as the few-shot trainers' training views are.
 """
 import argparse
 import dataclasses
