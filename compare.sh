@@ -33,6 +33,11 @@ options:
   --backbone NAME     CLIP backbone (default RN50)
   --root DIR          dataset root (default \$DATA)
   --output DIR        output root (default \$OUTPUT or ./output)
+  --jobs N            runs side by side on this machine (default 1; see README "Scale-out")
+  --gpus 0,1,...      pin each parallel run to one of these GPUs, round-robin; --gpus alone
+                      runs one per GPU
+  --submit slurm      one Slurm job per run through submitit (local: try it here)
+  --submit-opts \"K=V ..\"  submitit parameters, e.g. \"slurm_partition=gpu timeout_min=600\"
   --dry-run           print the train.py commands instead of running them
   -- KEY VALUE ...    extra config opts for every train.py call (not part of the folder name:
                       use a separate --output for debug runs such as -- OPTIM.MAX_EPOCH 2)"
@@ -52,8 +57,13 @@ while (($#)); do
         *) rest+=("$1"); shift ;;
     esac
 done
-tr_parse_args "datasets shots seeds backbone root output dry-run" ${rest[@]+"${rest[@]}"}
+tr_parse_args "datasets shots seeds backbone root output jobs gpus submit submit-opts dry-run" ${rest[@]+"${rest[@]}"}
 ((${#POSITIONAL[@]} == 0)) || tr_die "unexpected argument '${POSITIONAL[0]}' (run with --help)"
+# One backbone for every method of a comparison (the paper's RN50 unless --backbone): each
+# method's config family follows it, so it is fixed here rather than read from each config.
+BACKBONE=${BACKBONE_ARG:-RN50}
+BACKBONE_ARG=$BACKBONE  # the TaskRes helpers of common.sh then use it too, whatever their config names
+TAG=$(tr_backbone_tag "$BACKBONE")
 tr_check_word_list methods "$METHODS" "${CMP_ALL_METHODS// /|}" "one of: $CMP_ALL_METHODS"
 tr_check_word_list protocols "$PROTOCOLS" "${CMP_ALL_PROTOCOLS// /|}" "one of: $CMP_ALL_PROTOCOLS"
 for ((i = 0; i < ${#EXTRA_OPTS[@]}; i += 2)); do
@@ -227,8 +237,12 @@ cmp_eval_runs() {
     done
 }
 
+# Few-shot runs of a method on one dataset. TaskRes-enhanced only makes its enhanced bases
+# here and lists (dataset, shots) in CMP_ENHANCED_PENDING: cmp_enhanced_runs trains on them
+# once every base exists (queued runs end at a tr_flush barrier in between).
+CMP_ENHANCED_PENDING=()
 cmp_fewshot() {
-    local method=$1 dataset=$2 shots base_file
+    local method=$1 dataset=$2 shots
     case "$method" in
         ZeroshotCLIP) tr_zeroshot_run "$dataset"; return ;;
         ZeroshotCLIP2) cmp_zeroshot2_run "$dataset" "$OUTPUT/$dataset"; return ;;
@@ -241,43 +255,54 @@ cmp_fewshot() {
                     tr_log "skip (all seeds finished): $dataset ${shots}-shot enhanced"
                     continue
                 }
-                base_file=$(tr_strong_base_file "$dataset" "$shots")
-                if ! tr_strong_base "$dataset" "$shots"; then
-                    tr_fail "TaskRes $dataset ${shots}-shot enhanced-base: skipped, its enhanced base $base_file is missing"
-                    continue
-                fi
-                tr_taskres_runs "$dataset" "$shots" enhanced "$base_file" ;;
+                tr_strong_base "$dataset" "$shots" "$(tr_run_backbone "$dataset" "$shots")" || true  # checked below
+                CMP_ENHANCED_PENDING+=("$dataset:$shots") ;;
             *) cmp_train_runs "$method" "$dataset" "$shots" "$OUTPUT/$dataset" ;;
         esac
     done
 }
 
+cmp_enhanced_runs() {
+    local item dataset shots base_file
+    for item in ${CMP_ENHANCED_PENDING[@]+"${CMP_ENHANCED_PENDING[@]}"}; do
+        dataset=${item%:*}
+        shots=${item#*:}
+        base_file=$(tr_strong_base_file "$dataset" "$shots" "$(tr_run_backbone "$dataset" "$shots")")
+        if ((!DRY_RUN)) && [[ ! -f "$base_file" ]]; then
+            tr_fail "TaskRes $dataset ${shots}-shot enhanced-base: skipped, its enhanced base $base_file is missing"
+            continue
+        fi
+        tr_taskres_runs "$dataset" "$shots" enhanced "$base_file"
+    done
+}
+
 # TaskRes' generalization config of a known backbone, else its training config (a weights file).
-cmp_taskres_dg_cfg() {
-    case "$TAG" in
-        rn50 | rn101 | vitb16 | vitb32) tr_dg_cfg_for "$BACKBONE" ;;
+cmp_taskres_dg_cfg() {  # training cfg, backbone
+    case "$(tr_backbone_tag "$2")" in
+        rn50 | rn101 | vitb16 | vitb32) tr_dg_cfg_for "$2" ;;
         *) echo "$1" ;;
     esac
 }
 
 # ImageNet 16-shot runs of each method evaluated on the four ImageNet variants.
 cmp_dg() {
-    local method=$1 target name cfg alpha base enhance
+    local method=$1 target name cfg alpha base enhance backbone
     for target in $TARGETS; do
         case "$method" in
             ZeroshotCLIP) tr_zeroshot_run "$target" ;;
             ZeroshotCLIP2) cmp_zeroshot2_run "$target" "$OUTPUT/$target" ;;
             TaskRes | TaskRes-enhanced)
                 base=regular enhance=none
+                backbone=$(tr_run_backbone imagenet 16)
                 if [[ "$method" == TaskRes-enhanced ]]; then
                     base=enhanced
-                    enhance=$(tr_strong_base_file imagenet 16)
+                    enhance=$(tr_strong_base_file imagenet 16 "$backbone")
                 fi
                 cfg=$(tr_cfg_for imagenet 16)
                 alpha=$(tr_alpha_for imagenet)
-                name=$(tr_run_name "$cfg" "$TAG" "$base" "$alpha" 16)
-                tr_eval_runs "$target" "$(cmp_taskres_dg_cfg "$cfg")" "$OUTPUT/dg/$target/TaskRes/$name" \
-                    "$OUTPUT/imagenet/TaskRes/$name" "$alpha" "$enhance" "$(tr_max_epoch "$cfg")" ;;
+                name=$(tr_run_name "$cfg" "$(tr_backbone_tag "$backbone")" "$base" "$alpha" 16)
+                tr_eval_runs "$target" "$(cmp_taskres_dg_cfg "$cfg" "$backbone")" "$OUTPUT/dg/$target/TaskRes/$name" \
+                    "$OUTPUT/imagenet/TaskRes/$name" "$alpha" "$enhance" "$(tr_max_epoch "$cfg")" "$backbone" ;;
             *)
                 name=$(cmp_run_name "$method" imagenet 16)
                 cmp_eval_runs "$method" "$target" "$(cmp_cfg "$method" imagenet 16)" \
@@ -287,11 +312,13 @@ cmp_dg() {
 }
 
 # Train on the base half of the classes, test on the new half (CoCoOp's protocol).
-cmp_base2new() {
+cmp_base2new_train() {
+    cmp_train_runs "$1" "$2" "$CMP_B2N_SHOTS" "$OUTPUT/base2new/train_base/$2" \
+        DATASET.SUBSAMPLE_CLASSES base
+}
+cmp_base2new_test() {
     local method=$1 dataset=$2 name
     name=$(cmp_run_name "$method" "$dataset" "$CMP_B2N_SHOTS")
-    cmp_train_runs "$method" "$dataset" "$CMP_B2N_SHOTS" "$OUTPUT/base2new/train_base/$dataset" \
-        DATASET.SUBSAMPLE_CLASSES base
     cmp_eval_runs "$method" "$dataset" "$(cmp_cfg "$method" "$dataset" "$CMP_B2N_SHOTS")" \
         "$OUTPUT/base2new/test_new/$dataset/$method/$name" \
         "$OUTPUT/base2new/train_base/$dataset/$method/$name" \
@@ -302,18 +329,31 @@ has_word() {  # word list
     [[ " $2 " == *" $1 "* ]]
 }
 
+# Three stages, each ending at a barrier when runs are queued (--jobs/--gpus/--submit; run
+# one after the other they are already in order): the training runs and the enhanced bases;
+# the TaskRes runs on those bases; the evaluations of trained checkpoints (DG, base-to-new).
+do_dg=0
+has_word dg "$PROTOCOLS" && has_word imagenet "$DATASETS" && has_word 16 "$SHOTS" && do_dg=1
 for method in $METHODS; do
     if has_word fewshot "$PROTOCOLS"; then
         for dataset in $DATASETS; do
             cmp_fewshot "$method" "$dataset"
         done
     fi
-    if has_word dg "$PROTOCOLS" && has_word imagenet "$DATASETS" && has_word 16 "$SHOTS"; then
-        cmp_dg "$method"
-    fi
     if has_word base2new "$PROTOCOLS" && has_word "$method" "$CMP_B2N_METHODS"; then
         for dataset in $DATASETS; do
-            cmp_base2new "$method" "$dataset"
+            cmp_base2new_train "$method" "$dataset"
+        done
+    fi
+done
+tr_flush
+cmp_enhanced_runs
+tr_flush
+for method in $METHODS; do
+    ((do_dg)) && cmp_dg "$method"
+    if has_word base2new "$PROTOCOLS" && has_word "$method" "$CMP_B2N_METHODS"; then
+        for dataset in $DATASETS; do
+            cmp_base2new_test "$method" "$dataset"
         done
     fi
 done

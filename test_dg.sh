@@ -16,7 +16,7 @@ options:
   --bases \"regular\"       which runs (default: regular enhanced)
   --seeds \"1\"             seeds (default: $TR_ALL_SEEDS)
   --shots K               shot count of the source runs (default 16)
-  --backbone NAME         CLIP backbone of the source runs (default RN50)
+  --backbone NAME         CLIP backbone of the source runs (default: their config's, RN50)
   --cfg NAME              trainer config the source runs used (default: the original rule)
   --eval-cfg NAME         evaluation config (default generalization_<backbone>, e.g.
                           generalization_rn50)
@@ -26,6 +26,11 @@ options:
   --strong-base-root DIR  where enhanced bases live (default \$STRONG_BASE or ./strong_base)
   --root DIR              dataset root (default \$DATA)
   --output DIR            output root (default \$OUTPUT or ./output)
+  --jobs N                runs side by side on this machine (default 1; see README "Scale-out")
+  --gpus 0,1,...          pin each parallel run to one of these GPUs, round-robin
+                          (CUDA_VISIBLE_DEVICES); --gpus alone runs one per GPU
+  --submit slurm          one Slurm job per run through submitit (local: try it here)
+  --submit-opts \"K=V ..\"  submitit parameters, e.g. \"slurm_partition=gpu timeout_min=600\"
   --dry-run               print the train.py commands instead of running them
   -- KEY VALUE ...        extra config opts for train.py"
 
@@ -38,23 +43,24 @@ for a in "${args[@]+"${args[@]}"}"; do
 done
 ((has_shots)) || args=(--shots 16 "${args[@]+"${args[@]}"}")
 
-tr_parse_args "targets bases seeds shots backbone cfg eval-cfg alpha load-epoch strong-base-root root output dry-run" "${args[@]}"
+tr_parse_args "targets bases seeds shots backbone cfg eval-cfg alpha load-epoch strong-base-root root output jobs gpus submit submit-opts dry-run" "${args[@]}"
 ((${#POSITIONAL[@]} == 0)) || tr_die "unexpected argument '${POSITIONAL[0]}' (run with --help)"
 [[ "$SHOTS" =~ ^[0-9]+$ ]] || tr_die "--shots takes one shot count for test_dg.sh, got '$SHOTS'"
 
 source_cfg=$(tr_cfg_for imagenet "$SHOTS")
-eval_cfg=$(tr_dg_cfg_for "$BACKBONE")
+backbone=$(tr_run_backbone imagenet "$SHOTS")
+eval_cfg=$(tr_dg_cfg_for "$backbone")
 alpha=$(tr_alpha_for imagenet)
 epoch=$(tr_max_epoch "$source_cfg")
-enhanced_file=$(tr_strong_base_file imagenet "$SHOTS")
+enhanced_file=$(tr_strong_base_file imagenet "$SHOTS" "$backbone")
 
 for base in $BASES; do
-    name=$(tr_run_name "$source_cfg" "$TAG" "$base" "$alpha" "$SHOTS")
+    name=$(tr_run_name "$source_cfg" "$(tr_backbone_tag "$backbone")" "$base" "$alpha" "$SHOTS")
     enhance=none
     [[ "$base" == enhanced ]] && enhance=$enhanced_file
     for target in $TARGETS; do
         tr_eval_runs "$target" "$eval_cfg" "$OUTPUT/dg/$target/TaskRes/$name" \
-            "$OUTPUT/imagenet/TaskRes/$name" "$alpha" "$enhance" "$epoch"
+            "$OUTPUT/imagenet/TaskRes/$name" "$alpha" "$enhance" "$epoch" "$backbone"
     done
 done
 tr_finish

@@ -1,7 +1,9 @@
 """The one entry point: parse args -> build cfg -> build trainer -> train or evaluate.
 
-Same CLI as CoOp/TaskRes' train.py. Config merge order: defaults (engine + trainers) ->
---dataset-config-file -> --config-file -> CLI flags -> trailing ``KEY VALUE`` opts.
+Same CLI as the Dassl-based repositories' train.py (plus ``--trainer-dir``); flags may also follow the ``KEY VALUE``
+opts. Config merge order: defaults (engine + every trainer module's ``extend_cfg``) ->
+--dataset-config-file -> --config-file -> CLI flags given -> ``KEY VALUE`` opts. No trainer is
+named here: trainers come from ``trainers/`` and the trainer folders.
 Bad input ends in one sentence on stderr and exit code 2; nothing already written is touched.
 """
 import argparse
@@ -15,8 +17,9 @@ import torch
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
-from engine import build_trainer
-from engine.config import get_cfg_default, merge_from_file, merge_from_list
+from engine import TRAINER_REGISTRY, build_trainer
+from engine.config import check_cfg, get_cfg_default, merge_from_file, merge_from_list
+from engine.trainer import trainer_group
 from engine.errors import UserError
 from engine.utils import set_random_seed, setup_logger
 from engine.utils.io import atomic_write_text
@@ -26,84 +29,103 @@ logger = logging.getLogger("train")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Train or evaluate a CLIP few-shot method (TaskRes, ZeroshotCLIP, ...)")
-    parser.add_argument("--root", type=str, default="", help="path to dataset")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    parser = argparse.ArgumentParser(
+        description="Train or evaluate a CLIP few-shot method registered in TRAINER_REGISTRY")
+    # every default is None: a flag overrides the yaml files only when it is given
+    parser.add_argument("--root", type=str, help="path to dataset")
+    parser.add_argument("--output-dir", type=str, help="output directory")
+    parser.add_argument("--resume", type=str, help="checkpoint directory (from which the training resumes)")
+    parser.add_argument("--seed", type=int, help="only positive value enables a fixed seed")
     parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
     parser.add_argument("--config-file", type=str, default="", help="path to config file")
     parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
-    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
-    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--trainer", type=str, help="name of trainer")
+    parser.add_argument("--trainer-dir", type=str, action="append", default=[],
+                        help=f"folder of trainer .py files to import (repeatable; also ${trainers.ENV_DIRS})")
+    parser.add_argument("--backbone", type=str, help="name of CNN backbone")
+    parser.add_argument("--head", type=str, help="name of head")
     parser.add_argument("--eval-only", action="store_true", help="evaluation only")
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    parser.add_argument("--enhanced-base", type=str, default="none", help="enhanced base file (strong_base/...) or none")
-    # MVLPT's flags (its train.py): several datasets in one run and the prompt's text length
-    parser.add_argument("--dataset", type=str, default="", help="dataset name(s), comma-separated (DATASET.DATASET)")
+    parser.add_argument("--enhanced-base", type=str,
+                        help="the trainer's TRAINER.<NAME>.ENHANCED_BASE: an enhanced base file "
+                             "(strong_base/...) or none")
+    # multitask flags (the multitask prompt-tuning repository's train.py): several datasets in one run
+    parser.add_argument("--dataset", type=str, help="dataset name(s), comma-separated (DATASET.DATASET)")
     parser.add_argument("--shots", type=int, help="few-shot images per class (DATASET.NUM_SHOTS)")
-    parser.add_argument("--dataset-coop", action="store_true", help="--dataset names CoOp's datasets, not ELEVATER's")
-    parser.add_argument("--multi-task", action="store_true", help="train the --dataset tasks jointly (multitask)")
+    parser.add_argument("--dataset-coop", action="store_true",
+                        help="--dataset names the Dassl-style few-shot datasets (DATASET.COOP), not ELEVATER's")
+    parser.add_argument("--multi-task", action="store_true", help="train the --dataset tasks jointly (DATASET.MULTITASK)")
     parser.add_argument("--multi-task-label-pertask", action="store_true",
                         help="loss over each sample's own task's classes (DATASET.MULTITASK_LABEL_PERTASK)")
-    parser.add_argument("--multi-task-evalkey", type=str, default="average", help="'average' or a task to select on")
-    parser.add_argument("--cut-contextlen", action="store_true", help="text prompts only as long as the longest")
-    parser.add_argument("--act-ckpt", type=int, default=1, help="activation-checkpoint chunks of the text encoder")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    parser.add_argument("--multi-task-evalkey", type=str,
+                        help="'average' or a task to select the best epoch on (DATASET.MULTITASK_EVALKEY)")
+    parser.add_argument("--cut-contextlen", action="store_true",
+                        help="text prompts only as long as the longest (TRAINER.CUT_CONTEXTLEN)")
+    parser.add_argument("--act-ckpt", type=int, help="activation-checkpoint chunks of the text encoder (TRAINER.ACT_CKPT)")
+    parser.add_argument("opts", nargs="*", help="modify config options using the command-line (KEY VALUE pairs; "
+                                                "flags may come before or after them)")
     return parser
 
 
+def parse_args(argv=None):
+    """Flags and ``KEY VALUE`` opts in any order (``... DATASET.NUM_SHOTS 1 --output-dir X`` works)."""
+    return build_parser().parse_intermixed_args(argv)
+
+
 def reset_cfg(cfg, args):
-    """CLI flags override the yaml files (the original's reset_cfg)."""
-    if args.root:
-        cfg.DATASET.ROOT = args.root
-    if args.output_dir:
-        cfg.OUTPUT_DIR = args.output_dir
-    if args.resume:
-        cfg.RESUME = args.resume
-    if args.seed:
-        cfg.SEED = args.seed
-    if args.source_domains:
-        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
-    if args.target_domains:
-        cfg.DATASET.TARGET_DOMAINS = args.target_domains
-    if args.transforms:
-        cfg.INPUT.TRANSFORMS = args.transforms
-    if args.trainer:
-        cfg.TRAINER.NAME = args.trainer
-    if args.backbone:
-        cfg.MODEL.BACKBONE.NAME = args.backbone
-    if args.head:
-        cfg.MODEL.HEAD.NAME = args.head
-    cfg.TRAINER.TaskRes.ENHANCED_BASE = args.enhanced_base
-    reset_mvlpt_cfg(cfg, args)
+    """CLI flags override the yaml files (the original's reset_cfg), each only when given."""
+    flags = [("root", "DATASET.ROOT"), ("output_dir", "OUTPUT_DIR"), ("resume", "RESUME"), ("seed", "SEED"),
+             ("source_domains", "DATASET.SOURCE_DOMAINS"), ("target_domains", "DATASET.TARGET_DOMAINS"),
+             ("transforms", "INPUT.TRANSFORMS"), ("trainer", "TRAINER.NAME"), ("backbone", "MODEL.BACKBONE.NAME"),
+             ("head", "MODEL.HEAD.NAME")]
+    set_flags(cfg, args, flags)
+    if args.enhanced_base is not None:
+        set_enhanced_base(cfg, args.enhanced_base)
+    reset_multitask_cfg(cfg, args)
 
 
-def reset_mvlpt_cfg(cfg, args):
-    """MVLPT's flags, as its reset_cfg maps them (each only when given)."""
-    if args.dataset:
+def set_flags(cfg, args, flags):
+    """``cfg[key] = args.attr`` for each (attr, dotted key) whose flag was given (not None)."""
+    for attr, key in flags:
+        value = getattr(args, attr)
+        if value is not None:
+            node, leaf = cfg, key
+            while "." in leaf:
+                head, leaf = leaf.split(".", 1)
+                node = node[head]
+            node[leaf] = value
+
+
+def reset_multitask_cfg(cfg, args):
+    """The multitask flags, as the multitask repository's reset_cfg maps them (each only when given)."""
+    if args.dataset is not None:
         cfg.DATASET.DATASET = args.dataset
         if "," not in args.dataset and args.dataset_coop:
-            cfg.DATASET.NAME = args.dataset  # one CoOp dataset: also the ordinary DATASET.NAME
-    if args.shots:
-        cfg.DATASET.NUM_SHOTS = args.shots
-    if args.dataset_coop:
-        cfg.DATASET.COOP = True
-    if args.multi_task:
-        cfg.DATASET.MULTITASK = True
-    if args.multi_task_label_pertask:
-        cfg.DATASET.MULTITASK_LABEL_PERTASK = True
-    if args.multi_task_evalkey != "average":
-        cfg.DATASET.MULTITASK_EVALKEY = args.multi_task_evalkey
+            cfg.DATASET.NAME = args.dataset  # one Dassl-style dataset: also the ordinary DATASET.NAME
+    set_flags(cfg, args, [("shots", "DATASET.NUM_SHOTS"), ("multi_task_evalkey", "DATASET.MULTITASK_EVALKEY"),
+                          ("act_ckpt", "TRAINER.ACT_CKPT")])
+    switches = [("dataset_coop", "COOP"), ("multi_task", "MULTITASK"),
+                ("multi_task_label_pertask", "MULTITASK_LABEL_PERTASK")]
+    for attr, key in switches:  # store_true flags: False means "not given", the yaml's value stays
+        if getattr(args, attr):
+            cfg.DATASET[key] = True
     if args.cut_contextlen:
         cfg.TRAINER.CUT_CONTEXTLEN = True
-    if args.act_ckpt != 1:
-        cfg.TRAINER.ACT_CKPT = args.act_ckpt
+
+
+def set_enhanced_base(cfg, value):
+    """--enhanced-base sets ENHANCED_BASE in the config group of the trainer that has one."""
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME, hint=" Pass one with --trainer.")
+    group = trainer_group(cfg, trainer_cls)
+    if "ENHANCED_BASE" in group:
+        group.ENHANCED_BASE = value
+    elif value.lower() != "none":
+        raise UserError(f"--enhanced-base is not used by trainer {cfg.TRAINER.NAME} (its config group has no "
+                        "ENHANCED_BASE key); leave it out.")
 
 
 def setup_cfg(args):
@@ -114,6 +136,9 @@ def setup_cfg(args):
         merge_from_file(cfg, args.config_file)
     reset_cfg(cfg, args)
     merge_from_list(cfg, args.opts or [])
+    name = cfg.TRAINER.NAME
+    trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
+    check_cfg(cfg, reads=getattr(trainer_cls, "reads_keys", ()))
     cfg.freeze()
     return cfg
 
@@ -141,14 +166,28 @@ def log_args(args, cfg):
                 platform.python_version(), torch.__version__, torch.cuda.is_available(), platform.platform())
 
 
+def check_eval_only(args, trainer_cls, trainer=None):
+    """--eval-only without --model-dir: fine for a training-free trainer (``training_free = True``, or
+    none declared and no model registered); otherwise there is nothing to evaluate."""
+    if not args.eval_only or args.model_dir:
+        return
+    free = getattr(trainer_cls, "training_free", None)
+    if free is None and trainer is not None:
+        free = not trainer.get_model_names()
+    if free is False:
+        raise UserError(f"--eval-only needs --model-dir for trainer {trainer_cls.__name__}, which trains a model: "
+                        "pass the output folder of the training run to evaluate.")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    trainers.load_trainer_dirs(trainers.trainer_dirs_from_env() + args.trainer_dir)
     cfg = setup_cfg(args)
-    if args.eval_only and not args.model_dir and cfg.TRAINER.NAME != "ZeroshotCLIP":
-        raise UserError("--eval-only needs --model-dir: the output folder of the training run to evaluate.")
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME, hint=" Pass one with --trainer.")
+    check_eval_only(args, trainer_cls)
     if args.model_dir and not os.path.isdir(args.model_dir):
-        raise UserError(f"--model-dir {args.model_dir} does not exist; give the output folder of the run to load "
-                        "(the one holding prompt_learner/), or leave --model-dir out.")
+        raise UserError(f"--model-dir {args.model_dir} does not exist; give the output folder of the run to load, "
+                        "or leave --model-dir out.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)
         if cfg.SEED > 0:
@@ -160,12 +199,13 @@ def main(argv=None):
         # config.yaml is written once the inputs proved usable: a mistyped command leaves
         # the config.yaml of the run already in this folder where it is
         trainer = build_trainer(cfg)
+        check_eval_only(args, trainer_cls, trainer)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             save_config(cfg)
             trainer.test()
             return trainer
-        if args.model_dir:  # MVLPT's transfer: start from a source run's prompt (model-best.pth.tar)
+        if args.model_dir:  # transfer (the multitask workflow): start training from a source run's weights
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
         save_config(cfg)
         if not args.no_train:
@@ -189,7 +229,7 @@ def cli():
     except UserError as e:
         message = one_sentence(e)
         print(f"error: {message}", file=sys.stderr)
-        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
         for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
             if isinstance(handler, logging.FileHandler):
                 handler.emit(record)

@@ -14,17 +14,22 @@ options:
   --datasets \"A B\"   datasets (default: the 11 of the benchmark)
   --shots \"1 16\"     shot counts (default: $TR_ALL_SHOTS)
   --seeds \"1\"        seeds (default: $TR_ALL_SEEDS)
-  --backbone NAME    CLIP backbone (default RN50)
+  --backbone NAME    CLIP backbone (default: the trainer config's, RN50 for the defaults)
   --cfg NAME         trainer config for every run (default: lr 2e-4 for ImageNet, 2e-3
                      otherwise; ep100 up to 4 shots, ep200 above)
   --alpha A          residual scale for every run (default 0.5, oxford_flowers 1.0)
   --root DIR         dataset root (default \$DATA)
   --output DIR       output root (default \$OUTPUT or ./output)
+  --jobs N           runs side by side on this machine (default 1; see README "Scale-out")
+  --gpus 0,1,...     pin each parallel run to one of these GPUs, round-robin
+                     (CUDA_VISIBLE_DEVICES); --gpus alone runs one per GPU
+  --submit slurm     one Slurm job per run through submitit (local: try it here)
+  --submit-opts \"K=V\" submitit parameters, e.g. \"slurm_partition=gpu timeout_min=600\"
   --dry-run          print the train.py commands instead of running them
   -- KEY VALUE ...   extra config opts for train.py (not part of the folder name: use a
                      separate --output for debug runs such as -- OPTIM.MAX_EPOCH 2)"
 
-tr_parse_args "datasets shots seeds backbone cfg alpha root output dry-run" "$@"
+tr_parse_args "datasets shots seeds backbone cfg alpha root output jobs gpus submit submit-opts dry-run" "$@"
 ((${#POSITIONAL[@]} == 0)) || tr_die "unexpected argument '${POSITIONAL[0]}' (run with --help)"
 
 for shots in $SHOTS; do

@@ -1,7 +1,8 @@
 """Config defaults with Dassl's key groups and values (``get_cfg_default``), plus safe merging.
 
 Trainer-specific groups (``TRAINER.TaskRes`` ...) are added by the trainers themselves, see
-``trainers.extend_cfg``. Merging goes through ``merge_from_file`` / ``merge_from_list`` here so
+``trainers.extend_cfg``. Keys nothing reads are declared with ``unused_key``; ``check_cfg``
+refuses a non-default value of one. Merging goes through ``merge_from_file`` / ``merge_from_list`` here so
 an unknown key or a wrong type ends in one sentence that names it and suggests the fix.
 """
 import difflib
@@ -169,12 +170,78 @@ _C.FEATURE_CACHE.DIR = ""  # empty -> $TASKRES_FEATURE_CACHE, else $XDG_CACHE_HO
 # TRAIN_VIEWS = OPTIM.MAX_EPOCH reproduces the end-to-end loop. See README "Feature cache".
 _C.FEATURE_CACHE.TRAIN_VIEWS = 4
 _C.FEATURE_CACHE.ENCODE_BATCH_SIZE = 256
+# torch CPU threads of a frozen-CLIP run (encoding and the training loop); 0 = torch's default
+# (one per core). Default 1: the cached loop's matrices are small, and on a shared 2-core machine
+# 2 threads ran it 8x slower than 1 (5.8 vs 46.4 s/epoch, see docs/feature_cache.md "Threads");
+# a fixed count also fixes the float summation order, so the same seed gives the same numbers on
+# machines with different core counts.
+_C.FEATURE_CACHE.NUM_THREADS = 1
 
 ###########################
 # Trainer
 ###########################
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
+
+
+# Keys Dassl defines that nothing here reads: a non-default value is refused in one sentence
+# rather than accepted and ignored. Trainers add their own with ``unused_key`` in extend_cfg.
+_UNUSED = {}  # key -> (default, why nothing reads it)
+
+_NO_DOMAINS = "no dataset here has domains: DG evaluates on the ImageNet variants as datasets"
+_DASSL_SSL = "used by Dassl's semi-supervised / CIFAR / STL10 datasets, which are not here"
+_NO_HEAD = "Dassl's SimpleNet backbone+head model is not here; CLIP trainers build their own heads"
+_NO_SAMPLER = "used by Dassl's domain/class samplers only, which are not supported here"
+
+
+def unused_key(key, default, reason):
+    """Declare ``key`` (default ``default``) as read by nothing: ``check_cfg`` refuses other values."""
+    _UNUSED[key] = (default, reason)
+
+
+def check_cfg(cfg, reads=()):
+    """Refuse a non-default value of a key nothing reads (one sentence naming key, value and why).
+
+    ``reads``: keys of that list the chosen trainer does read (its ``reads_keys``, e.g. CoOp's
+    MODEL.INIT_WEIGHTS), so they are accepted.
+    """
+    for key, (default, reason) in _UNUSED.items():
+        if key in reads:
+            continue
+        node, found = cfg, True
+        for part in key.split("."):
+            if not isinstance(node, CN) or part not in node:
+                found = False
+                break
+            node = node[part]
+        if found and not _same_value(node, default):
+            raise ConfigError(f"{key} is {node!r}, but nothing here reads it ({reason}); "
+                              f"remove it or set it back to {default!r}.")
+
+
+def _same_value(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+for _key, _reason in [
+    ("INPUT.RANDAUGMENT_N", "RandAugment is one of Dassl's policy augmentations, refused by INPUT.TRANSFORMS"),
+    ("INPUT.RANDAUGMENT_M", "RandAugment is one of Dassl's policy augmentations, refused by INPUT.TRANSFORMS"),
+    ("DATASET.SOURCE_DOMAINS", _NO_DOMAINS), ("DATASET.TARGET_DOMAINS", _NO_DOMAINS),
+    ("DATASET.NUM_LABELED", _DASSL_SSL), ("DATASET.VAL_PERCENT", _DASSL_SSL), ("DATASET.STL10_FOLD", _DASSL_SSL),
+    ("DATASET.CIFAR_C_TYPE", _DASSL_SSL), ("DATASET.CIFAR_C_LEVEL", _DASSL_SSL),
+    ("DATASET.ALL_AS_UNLABELED", _DASSL_SSL),
+    ("DATALOADER.TRAIN_X.N_DOMAIN", _NO_SAMPLER), ("DATALOADER.TRAIN_X.N_INS", _NO_SAMPLER),
+    ("DATALOADER.TRAIN_U.N_DOMAIN", _NO_SAMPLER), ("DATALOADER.TRAIN_U.N_INS", _NO_SAMPLER),
+    ("MODEL.INIT_WEIGHTS", _NO_HEAD + " (load weights in your trainer with engine.utils.load_pretrained_weights)"),
+    ("MODEL.HEAD.NAME", _NO_HEAD), ("MODEL.HEAD.HIDDEN_LAYERS", _NO_HEAD), ("MODEL.HEAD.ACTIVATION", _NO_HEAD),
+    ("MODEL.HEAD.BN", _NO_HEAD), ("MODEL.HEAD.DROPOUT", _NO_HEAD),
+]:
+    _node = _C
+    for _part in _key.split("."):
+        _node = _node[_part]
+    unused_key(_key, _node, _reason)
 
 
 def get_cfg_default():
@@ -205,6 +272,9 @@ def _explain(cfg, err, source):
     msg = str(err.args[0]) if err.args else str(err)
     if "Non-existent" in msg:  # yacs: "Non-existent config key: X" (file) / "Non-existent key: X" (list)
         key = msg.split(":")[-1].strip()
+        if key.startswith("-"):
+            return ConfigError(f'Unknown config key "{key}" in {source}: it looks like a flag, but train.py has no '
+                               f"flag {key}; see python train.py --help (flags go before or after the KEY VALUE opts).")
         close = _closest_key(cfg, key)
         hint = f' Did you mean "{close}"?' if close else ""
         return ConfigError(f'Unknown config key "{key}" in {source}.{hint}')
@@ -215,21 +285,53 @@ def _explain(cfg, err, source):
     return ConfigError(f"Invalid config in {source}: {msg}")
 
 
+def _lookup(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _ints_to_floats(loaded, defaults):
+    """An integer where the default is a float (``LR: 1``) becomes that float; yacs would refuse it."""
+    for key, value in loaded.items():
+        default = defaults.get(key) if isinstance(defaults, CN) else None
+        if isinstance(value, CN):
+            _ints_to_floats(value, default)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            loaded[key] = float(value)
+
+
 def merge_from_file(cfg, path):
     """Merge a yaml file; a missing file, unknown key or wrong type raises ConfigError."""
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}; check the path given to --config-file/--dataset-config-file.")
     try:
-        cfg.merge_from_file(path)
+        with open(path) as f:
+            loaded = cfg.load_cfg(f)
+        _ints_to_floats(loaded, cfg)
+        cfg.merge_from_other_cfg(loaded)
     except (KeyError, ValueError, AssertionError) as e:
         raise _explain(cfg, e, path) from e
 
 
 def merge_from_list(cfg, opts, source="the command-line opts"):
-    """Merge ``KEY VALUE`` pairs; same errors as ``merge_from_file``."""
+    """Merge ``KEY VALUE`` pairs; same errors as ``merge_from_file``. ``OPTIM.LR 1`` is read as 1.0."""
     if len(opts) % 2:
-        raise ConfigError(f"The trailing opts must be KEY VALUE pairs, got an odd number of items: {' '.join(map(str, opts))}.")
+        raise ConfigError("The KEY VALUE opts must come in pairs, got an odd number of items: "
+                          f"{' '.join(map(str, opts))}.")
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        if isinstance(_lookup(cfg, str(opts[i])), float):
+            try:
+                value = CN._decode_cfg_value(opts[i + 1])
+            except (ValueError, SyntaxError):
+                continue  # yacs reports the wrong type below
+            if isinstance(value, int) and not isinstance(value, bool):
+                opts[i + 1] = float(value)
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise _explain(cfg, e, source) from e

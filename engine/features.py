@@ -6,12 +6,18 @@ row keyed by the image's path + size + mtime. A run asks for the rows it needs; 
 rows are encoded (so a changed image, or a new few-shot sample, encodes just those images),
 and the bundle is merged and rewritten atomically under a file lock.
 
-    store = FeatureStore(cache_dir)
+Three layers, each usable alone:
+
+    store = FeatureStore(cache_dir)                       # bundles on disk
     feats = store.features(encoder, items, transform, encoder_key, transform_key,
                            group="OxfordPets/train", views=[0, 1, 2, 3])   # [V, N, D]
+    source = FeatureSource.from_config(cfg, dm, encode, encoder_key, device, dtype, max_epoch)
+    source.features("train"), source.features("test")   # one run's splits, as tensors
+    train, val, test = source.loaders(train_loader, val_loader, test_loader)
 
-`CachedFeatureLoader` then replays Dassl's training loop on stored features: epoch e takes
-view e mod V, in the same seeded order the image loader would use.
+`FeatureSource` is what a trainer holds: its data, transforms and cache keys in one object.
+`CachedFeatureLoader` replays Dassl's training loop on stored features: epoch e takes view
+e mod V, in the same seeded order the image loader would use.
 """
 import fcntl
 import hashlib
@@ -21,16 +27,24 @@ import sys
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
-from .data.data_manager import DatasetWrapper
+from . import distributed
+from .data.data_manager import DatasetWrapper, relative_impath, view_seed
+from .data.transforms import transform_signature
+from .errors import ConfigError
 from .utils.io import atomic_torch_save
+from .utils.tools import read_image
 
 logger = logging.getLogger(__name__)
 
 BUNDLE_VERSION = 1
+# Part of every bundle's name: 2 = rows keyed by the path relative to DATASET.ROOT and training
+# views seeded by (SEED, relative path, view); files of layout 1 are never read again.
+CACHE_LAYOUT = 2
 TEST_VIEW = "test"  # the deterministic test transform has a single view
+PROGRESS_SECONDS = 30  # encoding progress goes to the log at most this often (and at each tenth)
 
 
 def default_cache_dir():
@@ -41,10 +55,11 @@ def default_cache_dir():
     return os.path.join(base, "taskres", "features")
 
 
-def image_key(impath):
-    """What identifies an image's content cheaply: path, size and modification time."""
+def image_key(impath, root=""):
+    """What identifies an image's content cheaply: path (relative to ``root``, the data root, so
+    a moved data folder keeps its cache), size and modification time."""
     st = os.stat(impath)
-    return f"{os.path.abspath(impath)}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{relative_impath(impath, root)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _path_of(key):
@@ -115,32 +130,120 @@ def _split_on_oom(encode, images):
         return torch.cat([_split_on_oom(encode, images[:half]), _split_on_oom(encode, images[half:])])
 
 
-def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train):
+class _Progress:
+    """Encoding progress in the log (log.txt too, not only a terminal's bar): at each tenth, at most
+    every PROGRESS_SECONDS, and at the end."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc = total, desc
+        self.start = self.last = time.perf_counter()
+        self.next_tenth = 1
+
+    def update(self, done):
+        now = time.perf_counter()
+        tenth = done * 10 // max(self.total, 1)
+        if done < self.total and tenth < self.next_tenth and now - self.last < PROGRESS_SECONDS:
+            return
+        self.next_tenth, self.last = tenth + 1, now
+        rate = done / max(now - self.start, 1e-9)
+        logger.info("Encoding %s: %d/%d image views (%d%%), %.1f views/s", self.desc, done, self.total,
+                    100 * done // max(self.total, 1), rate)
+
+
+class _ViewsOfImage(Dataset):
+    """Training views of one image from a single decode: item ``i`` -> {"img": [len(views[i]), C, H, W]}.
+
+    Each view is seeded exactly as DatasetWrapper seeds it (``view_seed``), so the views are the
+    ones the end-to-end loop sees, bit for bit; the JPEG is decoded once instead of V times.
+    """
+
+    def __init__(self, items, transform, views, root, seed):
+        self.items, self.transform, self.views, self.root, self.seed = items, transform, views, root, seed
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        impath = self.items[index].impath
+        img = read_image(impath)
+        out = []
+        for view in self.views[index]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(view_seed(impath, view, self.seed, self.root))
+                out.append(self.transform(img))
+        return {"img": torch.stack(out)}
+
+
+def _cat_views(samples):
+    return {"img": torch.cat([sample["img"] for sample in samples])}
+
+
+def training_batch_plan(keys, batch_size):
+    """How ``encode_views`` batches training keys: whole images (all their views from one decode),
+    ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
+    by_image = {}
+    for pos, (index, _) in enumerate(keys):
+        by_image.setdefault(index, []).append(pos)
+    groups = list(by_image.values())
+    per_batch = max(1, batch_size // max(len(g) for g in groups)) if groups else 1
+    batches = [[pos for g in groups[i:i + per_batch] for pos in g] for i in range(0, len(groups), per_batch)]
+    return batches, per_batch
+
+
+def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
+                 desc="images", per_batch=None):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
 
     ``encode`` maps an image batch already on ``device`` to features. Decoding runs in
     ``num_workers`` processes with pinned memory so the accelerator does not wait on JPEGs;
     features stay on the device until the end, so no batch waits for the previous one's copy.
+    ``root`` and ``seed`` seed the training views (``view_seed``); ``per_batch`` fixes the images
+    per training batch (sharded extraction passes the single-process plan's, see
+    ``training_batch_plan``).
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
     worker_tfm, to_input = split_transform(transform)
-    loader = DataLoader(
-        DatasetWrapper(items, worker_tfm, is_train), batch_size=batch_size, sampler=keys,
-        num_workers=num_workers, pin_memory=cuda, drop_last=False)
+    if is_train:  # one decode per image, all its missing views cut from it
+        by_image = {}
+        for pos, (index, view) in enumerate(keys):
+            by_image.setdefault(index, []).append((pos, view))
+        views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
+        if per_batch is None:
+            per_batch = training_batch_plan(keys, batch_size)[1]
+        loader = DataLoader(
+            _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
+            num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)
+        positions = [pos for pairs in by_image.values() for pos, _ in pairs]
+    else:
+        loader = DataLoader(
+            DatasetWrapper(items, worker_tfm, is_train, root=root, seed=seed), batch_size=batch_size, sampler=keys,
+            num_workers=num_workers, pin_memory=cuda, drop_last=False)
+        positions = None
     outputs = []
     progress = loader
     if sys.stderr.isatty() and len(loader) > 1:
         from tqdm import tqdm
 
         progress = tqdm(loader, desc="encoding images", unit="batch")
+    log = _Progress(len(keys), desc)
+    done = 0
     with torch.inference_mode():
         for batch in progress:
             images = to_input(batch["img"].to(device, non_blocking=True))
             if cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
             outputs.append(_split_on_oom(encode, images))
-        return torch.cat(outputs).float().cpu() if outputs else torch.empty(0)
+            done += images.shape[0]
+            log.update(done)
+        if not outputs:
+            return torch.empty(0)
+        feats = torch.cat(outputs).float().cpu()
+    if positions is not None:  # back to the order of ``keys``
+        ordered = torch.empty_like(feats)
+        ordered[torch.tensor(positions)] = feats
+        feats = ordered
+    return feats
 
 
 class FeatureStore:
@@ -153,7 +256,7 @@ class FeatureStore:
         self.encode_seconds = 0.0  # wall time spent encoding them (decoding included)
 
     def bundle_path(self, encoder_key, transform_key, view, group):
-        name = _digest(encoder_key, transform_key, view, group)
+        name = _digest(encoder_key, transform_key, view, group, f"layout {CACHE_LAYOUT}")
         return os.path.join(self.root, _digest(encoder_key)[:8], f"{group.replace('/', '_')}-{view}-{name}.pt")
 
     def _read(self, path):
@@ -186,9 +289,13 @@ class FeatureStore:
                                "features": torch.stack([rows[k] for k in keys])}, path)
 
     def features(self, encode, items, transform, encoder_key, transform_key, group, views, batch_size=256,
-                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16):
-        """Features of ``items`` for each view in ``views``: a tensor [len(views), N, D]."""
-        img_keys = [image_key(item.impath) for item in items]
+                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0):
+        """Features of ``items`` for each view in ``views``: a tensor [len(views), N, D].
+
+        ``root`` (DATASET.ROOT) makes row keys relative; training views are seeded by ``seed`` and
+        ``root`` too, so ``transform_key`` must name the seed (FeatureSource does).
+        """
+        img_keys = [image_key(item.impath, root) for item in items]
         per_view, missing = [], []
         for v, view in enumerate(views):
             rows = self._read(self.bundle_path(encoder_key, transform_key, view, group)) if self.enabled else {}
@@ -199,14 +306,16 @@ class FeatureStore:
                         len(missing), group, len(views) * len(items) - len(missing))
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
             start = time.perf_counter()
-            encoded = encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train)
+            # under torchrun each rank encodes a share and gets all rows back (engine/distributed.py)
+            encoded = distributed.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
+                                                 num_workers, device, is_train, root=root, seed=seed, desc=group)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
             for (i, _, v), feat in zip(missing, encoded.to(dtype)):
                 new_rows[v][img_keys[i]] = feat
                 per_view[v][img_keys[i]] = feat
-            if self.enabled:
+            if self.enabled and distributed.is_writer():
                 for v, view in enumerate(views):
                     if new_rows[v]:
                         self._merge_write(self.bundle_path(encoder_key, transform_key, view, group), new_rows[v])
@@ -255,3 +364,108 @@ class CachedFeatureLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield {"feat": view_feats[idx], "label": self.labels[idx], "index": idx}
+
+
+class FeatureSource:
+    """One run's frozen-encoder features: which items, which transforms, the cache key, the loaders.
+
+    ``splits`` maps "train" / "val" / "test" to items (None when a split is absent);
+    ``transforms`` maps "train" (random views) and "test" (the deterministic view) to
+    ``(transform, transform_key)``. ``train_views`` is V (0 for a method that trains nothing).
+    ``store`` None means the cache is off: nothing is read or written, features are computed.
+    """
+
+    def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
+                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0):
+        self.store = store
+        self.encode = encode
+        self.encoder_key = encoder_key
+        self.group = group
+        self.splits = splits
+        self.transforms = transforms
+        self.train_views = train_views
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.root = root
+        self.seed = seed if seed is not None and seed > 0 else 0  # as view_seed reads it
+        self._told_views = False
+
+    @classmethod
+    def from_config(cls, cfg, dm, encode, encoder_key, device, dtype, max_epoch, trains=True):
+        """The source of a run: FEATURE_CACHE.* keys, the DataManager's splits and transforms.
+
+        With FEATURE_CACHE.ENABLED False the source still computes features on request (nothing
+        stored); the trainer then keeps its image loaders (end-to-end mode).
+        """
+        fc = cfg.FEATURE_CACHE
+        if fc.TRAIN_VIEWS < 1:
+            raise ConfigError(f"FEATURE_CACHE.TRAIN_VIEWS must be at least 1, got {fc.TRAIN_VIEWS}.")
+        ds = dm.dataset
+        store = FeatureStore(fc.DIR or None) if fc.ENABLED else None
+        if store is None:
+            logger.info("Feature cache off: the image encoder runs in the loop (end-to-end mode)")
+        else:
+            logger.info("Feature cache: %s", store.root)
+        return cls(
+            store, encode, encoder_key, cfg.DATASET.NAME,
+            splits={"train": ds.train_x, "val": ds.val or None, "test": ds.test},
+            # the training views depend on the run's seed (view_seed), so their key names it
+            transforms={"train": (dm.tfm_train, f"{transform_signature(cfg, True)}|seed={max(cfg.SEED, 0)}"),
+                        "test": (dm.tfm_test, transform_signature(cfg, False))},
+            # more views than epochs would never be used
+            train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
+            device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
+            root=cfg.DATASET.ROOT, seed=cfg.SEED)
+
+    def default_views(self, split):
+        """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
+        return list(range(self.train_views)) if split == "train" and self.train_views else [TEST_VIEW]
+
+    def features(self, split, views=None, items=None):
+        """Features of ``split``'s items for each view: [len(views), N, D] in the encoder's dtype.
+
+        ``views`` holds view indices of the training transform and/or ``"test"`` (the test
+        transform; on "train" that gives un-augmented training features, as a linear probe uses).
+        ``items`` replaces the split's items (e.g. a class subset of them); rows are shared by key.
+        """
+        items = self.splits.get(split) if items is None else items
+        if items is None:
+            raise ValueError(f"This run has no {split!r} split.")
+        views = self.default_views(split) if views is None else list(views)
+        if split == "train" and views != [TEST_VIEW] and not self._told_views:
+            logger.info("Feature cache: %d training view(s) per image (epoch e trains on view e mod %d)",
+                        len(views), len(views))
+            self._told_views = True
+        out = {}
+        augmented = [v for v in views if v != TEST_VIEW]
+        for kind, kind_views in (("train", augmented), ("test", [TEST_VIEW] if TEST_VIEW in views else [])):
+            if not kind_views:
+                continue
+            transform, transform_key = self.transforms[kind]
+            feats = (self.store or FeatureStore(enabled=False)).features(
+                self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
+                batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed)
+            out.update(zip(kind_views, feats))
+        if self.store is not None:
+            logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)
+        return torch.stack([out[v] for v in views])
+
+    def loader(self, split, image_loader):
+        """A CachedFeatureLoader replacing ``image_loader`` (same sampler, batch size, drop_last)."""
+        if image_loader is None:
+            return None
+        return CachedFeatureLoader(self.splits[split], lambda: self.features(split), image_loader.sampler,
+                                   image_loader.batch_size, image_loader.drop_last, device=self.device)
+
+    def loaders(self, train_loader, val_loader, test_loader):
+        """Feature loaders for the three image loaders (the train one only when the method trains)."""
+        train = self.loader("train", train_loader) if self.train_views else train_loader
+        test = self.loader("test", test_loader)
+        val_items, test_items = self.splits.get("val"), self.splits.get("test")
+        # ImageNet's val set is its test set: the test loader serves both, read from disk once
+        same_as_test = val_items is not None and [d.impath for d in val_items] == [d.impath for d in test_items]
+        val = test if same_as_test else self.loader("val", val_loader)
+        return train, val, test

@@ -1,11 +1,16 @@
 """Name -> class registries (trainers, datasets, evaluators), as in Dassl/fvcore.
 
-Registration is by decorator; a duplicate name raises; an unknown name raises a
-KeyError whose message lists the valid names and the closest match.
+Registration is by decorator; registering a name again replaces the earlier object with a
+logged warning (``force=True``: silently), so a user's trainer file can stand in for ours; an
+unknown name raises a ConfigError (a KeyError) whose message lists the valid names and the
+closest match.
 """
 import difflib
+import logging
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 class Registry:
@@ -26,10 +31,12 @@ class Registry:
         self._obj_map = {}
 
     def _do_register(self, name, obj, force=False):
-        if name in self._obj_map and not force:
-            raise KeyError(
-                f'An object named "{name}" was already registered in the {self._name} registry'
-            )
+        old = self._obj_map.get(name)
+        if old is not None and old is not obj and not force:
+            # a user's module registering a name we ship (CoOp's ZeroshotCLIP) replaces ours: the
+            # file the user chose to load is the one they mean; the log says which won
+            logger.warning('%s "%s" from %s replaces the one from %s', self._name.capitalize(), name,
+                           getattr(obj, "__module__", "?"), getattr(old, "__module__", "?"))
         self._obj_map[name] = obj
 
     def register(self, obj=None, force=False):

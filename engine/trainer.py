@@ -1,11 +1,13 @@
-"""The training loop with Dassl's API: ``TRAINER_REGISTRY``, ``SimpleTrainer``, ``TrainerX``.
+"""The training loop with Dassl's API: ``TRAINER_REGISTRY``, ``SimpleTrainer``, ``TrainerX``, ``TrainerXU``.
 
 Call order (read top to bottom)::
 
     trainer = build_trainer(cfg)        # build_data_loader(), build_model(), build_evaluator
     trainer.train()                     # before_train: resume from <OUTPUT_DIR|RESUME>/<model>/checkpoint
-                                        # per epoch: before_epoch, run_epoch, after_epoch (LR step, checkpoints)
-                                        # finally after_train: "Finish training", final test, "Elapsed"
+                                        # per epoch: before_epoch, run_epoch (the trainer calls update_lr() at its
+                                        #   last batch, as in Dassl), after_epoch (val, checkpoints)
+                                        # after_train (only when every epoch ran): "Finish training",
+                                        #   final test, "Elapsed"; finally: tensorboard closed
     trainer.load_model(dir, epoch); trainer.test()   # --eval-only
 
 A trainer implements ``build_model`` (registering its trainable modules with
@@ -19,8 +21,9 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from yacs.config import CfgNode
 
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, ConfigError, UserError
 from .evaluation import build_evaluator
 from .registry import Registry
 from .utils.checkpoint import (
@@ -31,6 +34,7 @@ from .utils.meters import AverageMeter, MetricMeter
 logger = logging.getLogger(__name__)
 
 TRAINER_REGISTRY = Registry("TRAINER")
+FINAL_MODELS = ("last_step", "best_val")
 
 
 class TrainingDiverged(UserError, FloatingPointError):
@@ -41,6 +45,23 @@ def build_trainer(cfg):
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME, hint=" Pass one with --trainer.")
     logger.info("Loading trainer: %s", cfg.TRAINER.NAME)
     return trainer_cls(cfg)
+
+
+def trainer_group(cfg, trainer_cls):
+    """The config group ``TRAINER.<NAME>`` of a trainer, or an empty node when it has none.
+
+    Looked up by the registered name, then by the class names up the inheritance chain (a
+    subclass registered under a new name shares its parent's group), each also
+    case-insensitively (CoOp's ``CoOp`` trainer reads ``TRAINER.COOP``).
+    """
+    groups = {k: v for k, v in cfg.TRAINER.items() if isinstance(v, CfgNode)}
+    by_upper = {k.upper(): v for k, v in groups.items()}
+    for name in [cfg.TRAINER.NAME] + [c.__name__ for c in trainer_cls.__mro__]:
+        if name in groups:
+            return groups[name]
+        if name.upper() in by_upper:
+            return by_upper[name.upper()]
+    return CfgNode()
 
 
 def select_device(cfg):
@@ -137,14 +158,26 @@ class TrainerBase:
 
     # ---- the loop ----------------------------------------------------------------------------
     def train(self, start_epoch, max_epoch):
+        """before_train, the epochs, after_train; the writer is closed whatever happens.
+
+        ``after_train`` (final test, files a trainer writes after training) runs only when every
+        epoch finished; a failure is logged with the epoch it happened in and re-raised.
+        """
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-        self.after_train()
+        try:
+            self.before_train()
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.before_epoch()
+                self.run_epoch()
+                self.after_epoch()
+            self.after_train()
+        except Exception:
+            logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
+                         self.max_epoch)
+            raise
+        finally:
+            self.close_writer()
 
     def before_train(self):
         pass
@@ -235,14 +268,20 @@ class TrainerBase:
 class SimpleTrainer(TrainerBase):
     """Dassl's SimpleTrainer: data, model, evaluator, resume, checkpoints and the final test."""
 
+    # True: the trainer learns nothing (zero-shot), so --eval-only needs no --model-dir;
+    # None: decided by whether it registers any model
+    training_free = None
+    # keys of engine.config's "read by nothing" list that this trainer does read (accepted when set)
+    reads_keys = ()
+
     def __init__(self, cfg):
         super().__init__()
+        self.cfg = cfg
         self.check_cfg(cfg)
         self.device = select_device(cfg)
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
-        self.cfg = cfg
         self.build_data_loader()
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
@@ -251,7 +290,16 @@ class SimpleTrainer(TrainerBase):
         self._last_save = time.time()
 
     def check_cfg(self, cfg):
-        """Trainers check their config keys here (raise ConfigError)."""
+        """Trainers check their config keys here (raise ConfigError), before any data or weights load."""
+        if cfg.TEST.SPLIT not in ("val", "test"):
+            raise ConfigError(f"TEST.SPLIT must be val or test, got {cfg.TEST.SPLIT!r}.")
+        if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
+            raise ConfigError(f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODELS)}, "
+                              f"got {cfg.TEST.FINAL_MODEL!r}.")
+
+    def trainer_cfg(self):
+        """This trainer's config group ``TRAINER.<NAME>`` (see ``trainer_group``)."""
+        return trainer_group(self.cfg, type(self))
 
     def build_data_loader(self):
         from .data.data_manager import DataManager
@@ -266,6 +314,10 @@ class SimpleTrainer(TrainerBase):
         self.lab2cname = dm.lab2cname
         self.dm = dm
         self.warn_short_classes(dm.dataset.train_x)
+        if self.val_loader is None and (self.cfg.TEST.FINAL_MODEL == "best_val" or self.cfg.TEST.SPLIT == "val"):
+            key = "TEST.FINAL_MODEL is best_val" if self.cfg.TEST.FINAL_MODEL == "best_val" else "TEST.SPLIT is val"
+            raise ConfigError(f"{key} but dataset {self.cfg.DATASET.NAME} has no val split; "
+                              "use TEST.FINAL_MODEL last_step and TEST.SPLIT test.")
 
     def warn_short_classes(self, train_x, show=5):
         """Say, on every run (a cached few-shot sample included), when classes have fewer than NUM_SHOTS images."""
@@ -316,7 +368,8 @@ class SimpleTrainer(TrainerBase):
         return (freq > 0 and epoch % freq == 0) or epoch == self.max_epoch
 
     def after_epoch(self):
-        self.update_lr()  # Dassl steps the scheduler once per epoch, after its last batch
+        # no LR step here: as in Dassl, the trainer calls update_lr() at its last batch
+        # (TaskRes, CoOp, CoCoOp all do), so stepping here too would run the schedule twice as fast
         scheduled = self.is_dassl_checkpoint(self.epoch + 1)
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")
@@ -367,25 +420,26 @@ class SimpleTrainer(TrainerBase):
         return inputs.to(self.device), batch["label"].to(self.device)
 
 
-class TrainerX(SimpleTrainer):
-    """A trainer using labelled data only: one pass over ``train_loader_x`` per epoch."""
+class _EpochLoop(SimpleTrainer):
+    """The per-batch bookkeeping TrainerX and TrainerXU share: timing, the progress line, tensorboard."""
 
     def before_epoch(self):
-        sampler = getattr(self.train_loader_x, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # the epoch's order and augmentation views
-            sampler.set_epoch(self.epoch)
+        for loader in (self.train_loader_x, getattr(self, "train_loader_u", None)):
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # the epoch's order and augmentation views
+                sampler.set_epoch(self.epoch)
 
     def run_epoch(self):
         self.set_model_mode("train")
         losses = MetricMeter()
         batch_time = AverageMeter()
         data_time = AverageMeter()
-        self.num_batches = len(self.train_loader_x)
+        self.num_batches = self.count_batches()
         print_freq = self.cfg.TRAIN.PRINT_FREQ
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batches in enumerate(self.batches()):
             data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
+            loss_summary = self.forward_backward(*batches)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
@@ -407,7 +461,58 @@ class TrainerX(SimpleTrainer):
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
 
+
+class TrainerX(_EpochLoop):
+    """A trainer using labelled data only: one pass over ``train_loader_x`` per epoch.
+
+    ``forward_backward(batch)`` gets Dassl's batch dict; ``parse_batch_train(batch)`` returns
+    ``(input, label)`` on the device (``input`` is cached features when the loader serves them).
+    """
+
+    def count_batches(self):
+        return len(self.train_loader_x)
+
+    def batches(self):
+        return ((batch,) for batch in self.train_loader_x)
+
     def parse_batch_train(self, batch):
         inputs = batch["feat"] if "feat" in batch else batch["img"]
         return inputs.to(self.device), batch["label"].to(self.device)
 
+
+COUNT_ITERS = ("train_x", "train_u", "smaller_one")
+
+
+class TrainerXU(_EpochLoop):
+    """Dassl's trainer over labelled and unlabelled data: ``forward_backward(batch_x, batch_u)``.
+
+    The epoch length follows TRAIN.COUNT_ITER (train_x | train_u | smaller_one); the shorter
+    loader restarts when it runs out, as in Dassl. Needs a dataset with ``train_u``.
+    """
+
+    def count_batches(self):
+        if self.train_loader_u is None:
+            raise ConfigError(f"{type(self).__name__} trains on unlabelled data too, but dataset "
+                              f"{self.cfg.DATASET.NAME} has no train_u split; use a TrainerX trainer.")
+        mode = self.cfg.TRAIN.COUNT_ITER
+        sizes = {"train_x": len(self.train_loader_x), "train_u": len(self.train_loader_u)}
+        sizes["smaller_one"] = min(sizes.values())
+        if mode not in sizes:
+            raise ConfigError(f"TRAIN.COUNT_ITER must be one of {', '.join(COUNT_ITERS)}, got {mode!r}.")
+        return sizes[mode]
+
+    def batches(self):
+        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        for _ in range(self.num_batches):
+            batch_x = next(iter_x, None)
+            if batch_x is None:
+                iter_x = iter(self.train_loader_x)
+                batch_x = next(iter_x)
+            batch_u = next(iter_u, None)
+            if batch_u is None:
+                iter_u = iter(self.train_loader_u)
+                batch_u = next(iter_u)
+            yield batch_x, batch_u
+
+    def parse_batch_train(self, batch_x, batch_u):
+        return (batch_x["img"].to(self.device), batch_x["label"].to(self.device), batch_u["img"].to(self.device))

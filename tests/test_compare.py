@@ -154,6 +154,31 @@ def test_runs_skip_finished_and_go_on_after_a_failure(tmp_path):
     assert len((tmp_path / "calls.txt").read_text().splitlines()) == 4
 
 
+def test_parallel_options_are_accepted_and_dry_run_prints_the_same_runs(tmp_path):
+    args = ("--datasets", "imagenet", "--shots", "16", "--seeds", "1 2", "--output", str(tmp_path),
+            "--protocols", "fewshot dg base2new")
+    plain = [c.argv for c in dry(*args)]
+    assert plain and plain == [c.argv for c in dry(*args, "--jobs", "4", "--gpus", "0,1", "--submit", "slurm")]
+    proc = compare("--dry-run", "--jobs", "0", env={"PYTHON": "false"})
+    assert proc.returncode == 2 and "--jobs '0' is not a positive whole number" in proc.stderr
+
+
+def test_jobs_evaluate_only_after_their_training_finished(tmp_path):
+    """With --jobs the DG evaluations wait for the ImageNet runs they load (a barrier between)."""
+    import sys
+    py = fake_python(tmp_path)
+    out = tmp_path / "out"
+    proc = compare("--methods", "CoOp", "--datasets", "imagenet", "--shots", "16", "--seeds", "1",
+                   "--output", str(out), "--jobs", "2",
+                   env={"PYTHON": str(py), "TR_RUNNER_PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert len(calls) == 5 and "--eval-only" not in calls[0] and all("--eval-only" in c for c in calls[1:])
+    name = f"rn50_ep50_rn50_{COOP_VARIANT}_16shots"
+    assert all((out / "dg" / t / "CoOp" / name / "seed1" / "results_test.json").exists()
+               for t in ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"))
+
+
 def test_extra_opts_reach_every_run(tmp_path):
     cmds = dry("--methods", "CoOp LinearProbe", "--datasets", "eurosat", "--shots", "2", "--seeds", "1",
                "--output", str(tmp_path), "--", "OPTIM.MAX_EPOCH", "2")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import clip
-from dataset_replicas import REPLICA_NAMES, build_replica
+from dataset_replicas import REPLICA_NAMES, REPLICA_OPTS, build_replica
 from engine.errors import CheckpointError, ConfigError
 from engine.utils.checkpoint import load_checkpoint
 from helpers import accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
@@ -206,7 +206,8 @@ def test_runs_on_each_replica(tmp_path, name, trainer):
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset=name, epochs=1)
     out = tmp_path / "out"
     model = run_train("--root", root, "--seed", 1, "--trainer", trainer, "--config-file", cfg, "--output-dir", out,
-                      "DATASET.NUM_SHOTS", 1, "TRAINER.COOP.N_CTX", 2, "TRAINER.COCOOP.N_CTX", 2)
+                      "DATASET.NUM_SHOTS", 1, "TRAINER.COOP.N_CTX", 2, "TRAINER.COCOOP.N_CTX", 2,
+                      *[x for kv in REPLICA_OPTS.get(name, {}).items() for x in kv])
     assert len(accuracies(out / "log.txt")) == 1
     assert model.model.prompt_learner.token_prefix.shape[0] == model.num_classes
 

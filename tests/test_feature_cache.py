@@ -1,4 +1,4 @@
-"""The feature cache (engine/features.py + FrozenCLIPTrainer.use_feature_cache) on a tiny CLIP, CPU.
+"""The feature cache (engine/features.py: FeatureStore, FeatureSource, CachedFeatureLoader) on a tiny CLIP, CPU.
 
 What it must keep: cached training with TRAIN_VIEWS = MAX_EPOCH trains exactly like the
 end-to-end loop; a second run encodes nothing; each part of the key (transform, backbone,
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from engine.config import get_cfg_default
-from engine.data.data_manager import EpochSampler
+from engine.data.data_manager import DatasetWrapper, EpochSampler, relative_impath, view_seed
 from engine.data.transforms import build_transform
 from engine.features import (
     CachedFeatureLoader, FeatureStore, default_cache_dir, format_size, image_key, split_transform)
@@ -70,15 +70,16 @@ def test_second_run_hits_the_cache_and_logs_its_size(setup):
     size = format_size(sum(os.path.getsize(f) for f in files))
     assert f"Feature cache holds {size} in {os.environ['TASKRES_FEATURE_CACHE']}" in log
     assert "Encoding" not in log
-    # another seed samples other shots: only the new images are encoded, the test set is reused
+    # another seed augments every image differently (views are seeded by the run's seed):
+    # all its training views are new, the test set is reused
     third, _ = train(setup, "seed2", extra=("--seed", 2))
-    assert 0 < third.feature_store.encoded < 4 * N_TRAIN
+    assert third.feature_store.encoded == 4 * N_TRAIN
 
 
 @pytest.mark.parametrize("opts, train_views, test_views", [
     (("INPUT.RRCROP_SCALE", "(0.5, 1.0)"), 4 * N_TRAIN, 0),  # the test transform does not crop at random
     (("INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]"), 4 * N_TRAIN, N_TEST),
-    (("INPUT.INTERPOLATION", "bilinear"), 4 * N_TRAIN, N_TEST),
+    (("INPUT.INTERPOLATION", "nearest"), 4 * N_TRAIN, N_TEST),  # "bilinear", Dassl's default, reads as unset
     (("TRAINER.TaskRes.PREC", "amp"), 4 * N_TRAIN, N_TEST),
     (("OPTIM.LR", 0.5, "TRAINER.TaskRes.RESIDUAL_SCALE", 0.5), 0, 0),  # no change to a feature
     (("FEATURE_CACHE.TRAIN_VIEWS", 6, "OPTIM.MAX_EPOCH", 6), 2 * N_TRAIN, 0),  # only views 4 and 5 are new
@@ -119,10 +120,11 @@ def test_a_changed_image_re_encodes_only_its_views(setup):
     assert after.feature_store.encoded == 4 + 1  # its 4 train views and its test view
     # the stale rows are replaced, not kept beside the new ones
     assert rows() == before
-    new_key = image_key(test_img)
+    data = setup[0]
+    new_key = image_key(test_img, data)
     test_bundle = [f for f in cache_files(store_root) if "_test-" in os.path.basename(f)][0]
     keys = torch.load(test_bundle, weights_only=True)["keys"]
-    assert new_key in keys and sum(k.startswith(os.path.abspath(test_img) + "|") for k in keys) == 1
+    assert new_key in keys and sum(k.startswith(relative_impath(test_img, data) + "|") for k in keys) == 1
 
 
 def test_truncated_or_foreign_cache_file_is_rebuilt(setup, caplog):
@@ -242,3 +244,186 @@ def test_store_encodes_only_missing_rows(tmp_path):
     off = FeatureStore(str(tmp_path / "off"), enabled=False)
     off.features(encode, items, tfm, "enc", "tfm", "x/test", ["test"], is_train=False, dtype=torch.float32)
     assert off.encoded == 6 and not os.path.exists(tmp_path / "off")
+
+
+def _docstring_example():
+    """The method written in FrozenCLIPTrainer's docstring, executed as it stands there."""
+    import inspect
+    import textwrap
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from engine.metrics import compute_accuracy
+    from engine.registry import Registry
+    from trainers import clip_trainer
+    from trainers.text_features import prompt_features
+
+    doc = inspect.getdoc(clip_trainer.FrozenCLIPTrainer)
+    block = doc.split("Adding a method that trains on cached features")[1].split("::\n", 1)[1]
+    code = textwrap.dedent(block.split("\n\nwith its config group")[0])
+    namespace = dict(nn=nn, F=F, compute_accuracy=compute_accuracy, prompt_features=prompt_features,
+                     TRAINER_REGISTRY=Registry("EXAMPLE"), FrozenCLIPTrainer=clip_trainer.FrozenCLIPTrainer,
+                     cosine_logits=clip_trainer.cosine_logits)
+    exec(compile(code, "FrozenCLIPTrainer docstring", "exec"), namespace)
+    return namespace["RowTuning"], len(code.strip().splitlines())
+
+
+def test_the_base_class_example_method_trains_on_cached_features_and_end_to_end(setup):
+    """A new method is a head + a step: the docstring's example trains, checkpoints, and its cached
+    run (V = epochs) equals its end-to-end run, as TaskRes' does."""
+    from yacs.config import CfgNode as CN
+
+    import datasets  # noqa: F401  (registers ImageFolder)
+    import trainers
+    from engine.config import get_cfg_default, merge_from_file
+
+    method, lines = _docstring_example()
+    assert lines <= 35  # "a method is ~30 lines"
+    data, cfg_file, tmp = setup
+    weights = {}
+    for mode, opts in (("cached", ["FEATURE_CACHE.TRAIN_VIEWS", EPOCHS]), ("e2e", ["FEATURE_CACHE.ENABLED", False])):
+        cfg = trainers.extend_cfg(get_cfg_default())
+        cfg.TRAINER.RowTuning = CN()
+        cfg.TRAINER.RowTuning.PREC = "fp32"
+        merge_from_file(cfg, cfg_file)
+        cfg.merge_from_list(["TRAINER.NAME", "RowTuning", "DATASET.ROOT", data, "OUTPUT_DIR", str(tmp / mode),
+                             "SEED", 1, "DATASET.NUM_SHOTS", 4, *opts])
+        trainer = method(cfg)
+        zero_shot = trainer.model.weight.detach().clone()
+        trainer.train()
+        assert (tmp / mode / "head" / f"model.pth.tar-{EPOCHS}").exists()
+        weights[mode] = trainer.model.weight.detach().clone()
+        assert (weights[mode] - zero_shot).abs().max() > 1e-4  # it trained
+    assert trainer.feature_store is None
+    torch.testing.assert_close(weights["cached"], weights["e2e"], rtol=1e-4, atol=1e-6)
+
+
+def test_moving_the_data_folder_changes_no_number_and_keeps_the_cache(setup):
+    """Views are seeded by the path relative to DATASET.ROOT and cache rows keyed by it."""
+    data, cfg, tmp = setup
+    first, out = train(setup, "before")
+    moved = str(tmp / "elsewhere" / "data")
+    os.makedirs(os.path.dirname(moved))
+    os.rename(data, moved)  # mtimes survive a move
+    again, out2 = train((moved, cfg, tmp), "after")
+    assert again.feature_store.encoded == 0
+    assert torch.equal(residual(again), residual(first))
+    e2e_a, _ = train((moved, cfg, tmp), "e2e_moved", "FEATURE_CACHE.ENABLED", False)
+    os.rename(moved, data)
+    e2e_b, _ = train(setup, "e2e_back", "FEATURE_CACHE.ENABLED", False)
+    assert torch.equal(residual(e2e_a), residual(e2e_b))
+
+
+def test_seeds_get_different_augmentations_and_a_view_is_fixed_by_seed_path_view(tmp_path):
+    from engine.data.datasets import Datum
+
+    data = make_image_folder(tmp_path / "d", classes=("a",), per_class=1)
+    item = Datum(os.path.join(data, "a", "0.jpg"), 0)
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (16, 16)
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip"]
+    tfm = build_transform(cfg, True)
+
+    def view(seed, v, root=data):
+        return DatasetWrapper([item], tfm, True, root=root, seed=seed)[(0, v)]["img"]
+
+    assert torch.equal(view(1, 0), view(1, 0))  # repeatable
+    assert not torch.equal(view(1, 0), view(2, 0))  # another seed, another crop
+    assert not torch.equal(view(1, 0), view(1, 1))  # another view, another crop
+    assert view_seed(item.impath, 3, 1, data) == view_seed("/elsewhere/a/0.jpg", 3, 1, "/elsewhere")
+    assert view_seed(item.impath, 3, -1, data) == view_seed(item.impath, 3, 0, data)  # unseeded runs use 0
+
+
+def test_encoding_progress_is_written_to_log_txt(setup):
+    _, out = train(setup, "run")
+    log = (out / "log.txt").read_text()
+    assert f"Encoding ImageFolder/train: {4 * N_TRAIN}/{4 * N_TRAIN} image views (100%)" in log
+    assert f"Encoding ImageFolder/test: {N_TEST}/{N_TEST} image views (100%)" in log
+
+
+def test_one_and_two_torch_threads_give_the_same_run(setup):
+    """Reproducibility across machines: the thread count (a machine's core count by default) is
+    what most often changes float summation order. One cached TaskRes run with 1 and with 2
+    threads, each with its own cache (so encoding runs under each count too)."""
+    data, cfg, tmp = setup
+    runs = {}
+    for threads in (1, 2):
+        os.environ["TASKRES_FEATURE_CACHE"] = str(tmp / f"cache{threads}")
+        trainer, out = train(setup, f"threads{threads}", "FEATURE_CACHE.NUM_THREADS", threads,
+                             "OPTIM.MAX_EPOCH", 10, "OPTIM.LR", 0.05)
+        assert torch.get_num_threads() == threads and f"torch CPU threads: {threads}" in (out / "log.txt").read_text()
+        runs[threads] = (residual(trainer), accuracies(out / "log.txt")[-1],
+                         trainer.feature_source.features("test"))
+    torch.set_num_threads(1)
+    assert runs[1][0].abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(runs[2][2], runs[1][2], rtol=0, atol=0)
+    torch.testing.assert_close(runs[2][0], runs[1][0], rtol=0, atol=0)
+    assert runs[2][1] == runs[1][1]
+
+
+def test_each_training_image_is_decoded_once_and_its_views_are_the_same_bit_for_bit(tmp_path, monkeypatch):
+    import engine.features as features_module
+    from engine.data.datasets import Datum
+
+    data = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
+    items = [Datum(os.path.join(data, c, f"{i}.jpg"), j) for j, c in enumerate("ab") for i in range(3)]
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE = (16, 16)
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
+    tfm = build_transform(cfg, True)
+    keys = [(i, v) for v in (0, 1, 2) for i in range(6)][1:]  # views in the store's order, one pair missing
+    decoded = []
+    real_read = features_module.read_image
+    monkeypatch.setattr(features_module, "read_image", lambda path: decoded.append(path) or real_read(path))
+    got = features_module.encode_views(lambda x: x.flatten(1), items, tfm, keys, batch_size=4, num_workers=0,
+                                       device="cpu", is_train=True, root=data, seed=7)
+    assert sorted(decoded) == sorted(item.impath for item in items)  # 6 decodes for 17 views
+    worker, to_input = split_transform(tfm)
+    wrapper = DatasetWrapper(items, worker, True, root=data, seed=7)  # the end-to-end loop's views
+    expected = torch.cat([to_input(wrapper[key]["img"][None]).flatten(1) for key in keys])
+    assert torch.equal(got, expected)
+
+
+def test_a_subclass_with_its_own_build_model_still_gets_the_cache(setup):
+    """Trainers written before build_head (load_clip(), head, use_feature_cache()) keep working."""
+    from yacs.config import CfgNode as CN
+
+    import datasets  # noqa: F401  (registers ImageFolder)
+    import trainers
+    from engine.config import get_cfg_default, merge_from_file
+
+    method, _ = _docstring_example()
+
+    class OldStyle(method):
+        def build_model(self):
+            clip_model = self.load_clip()
+            self.model = self.build_head(clip_model).to(self.device)
+            self.register_trainable()
+            self.use_feature_cache()
+
+    data, cfg_file, tmp = setup
+    cfg = trainers.extend_cfg(get_cfg_default())
+    cfg.TRAINER.RowTuning = CN()
+    cfg.TRAINER.RowTuning.PREC = "fp32"
+    merge_from_file(cfg, cfg_file)
+    cfg.merge_from_list(["TRAINER.NAME", "RowTuning", "DATASET.ROOT", data, "OUTPUT_DIR", str(tmp / "old"),
+                         "SEED", 1, "DATASET.NUM_SHOTS", 4])
+    trainer = OldStyle(cfg)
+    trainer.train()
+    assert trainer.feature_store.encoded == 4 * N_TRAIN + N_TEST
+    assert (tmp / "old" / "head" / f"model.pth.tar-{EPOCHS}").exists()
+
+
+def test_feature_source_serves_any_split_and_view_from_the_loaders_bundles(setup):
+    first, _ = train(setup, "run", "FEATURE_CACHE.TRAIN_VIEWS", 2)
+    source, store = first.feature_source, first.feature_store
+    encoded = store.encoded
+    train_feats = source.features("train")
+    assert train_feats.shape[:2] == (2, N_TRAIN) and store.encoded == encoded  # the loader's rows, read back
+    torch.testing.assert_close(train_feats, first.train_loader_x.all_features().cpu(), rtol=0, atol=0)
+    subset = source.features("train", [1], items=first.dm.dataset.train_x[:3])
+    torch.testing.assert_close(subset[0], train_feats[1, :3], rtol=0, atol=0)
+    plain = source.features("train", ["test"])  # un-augmented training images: encoded once, then stored
+    assert plain.shape[:2] == (1, N_TRAIN) and store.encoded == encoded + N_TRAIN
+    assert source.features("test").shape[:2] == (1, N_TEST) and store.encoded == encoded + N_TRAIN

@@ -56,19 +56,37 @@ def test_explicit_file_name(tmp_path, name):
     assert open(path).read() == "hello\n"
 
 
-def test_existing_log_is_kept_and_handlers_not_duplicated(tmp_path):
+def test_a_second_run_appends_to_log_txt_after_a_separator(tmp_path):
     first = setup_logger(str(tmp_path))
     log.info("first run")
     second = setup_logger(str(tmp_path))
     log.info("second run")
-    third = setup_logger(str(tmp_path))  # same second as the second call: still a new file
-    log.info("third run")
     close_logger()
-    assert re.fullmatch(re.escape(first) + r"-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d", second)
-    assert third not in (first, second)
-    assert open(first).read() == "first run\n"
-    assert open(second).read() == "second run\n"
-    assert open(third).read() == "third run\n"
+    assert first == second == str(tmp_path / "log.txt")
+    assert os.listdir(tmp_path) == ["log.txt"]  # no log.txt-<date>: parse_test_res reads only log.txt
+    lines = open(first).read().splitlines()
+    assert lines[0] == "first run" and lines[-1] == "second run"
+    assert re.fullmatch(r"=+ new run in this folder, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d =+", lines[-2])
+
+
+def test_print_reaches_log_txt_and_the_terminal_in_order(tmp_path, capsys):
+    path = setup_logger(str(tmp_path))
+    log.info("logged before")
+    print("printed by a Dassl-style trainer")
+    log.info("logged after")
+    close_logger()
+    print("after close: terminal only")
+    assert open(path).read() == "logged before\nprinted by a Dassl-style trainer\nlogged after\n"
+    out = capsys.readouterr().out
+    assert "printed by a Dassl-style trainer" in out and "after close: terminal only" in out
+
+
+def test_warning_lines_carry_their_level(tmp_path):
+    path = setup_logger(str(tmp_path))
+    log.info("* accuracy: 1.0%")
+    log.warning("a class is short")
+    close_logger()
+    assert open(path).read() == "* accuracy: 1.0%\nWARNING: a class is short\n"
 
 
 def test_one_handler_pair_after_repeated_setup(tmp_path):
@@ -171,3 +189,15 @@ def test_dassl_names_are_exported():
     ]:
         assert callable(getattr(utils, name)), name
     assert sys.modules["engine.utils"] is utils
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_a_plain_open_gets_under_the_umask(tmp_path, umask, mode):
+    from engine.utils import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "results.json"), "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "results.json").st_mode & 0o777 == mode

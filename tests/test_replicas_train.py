@@ -28,8 +28,10 @@ def test_taskres_runs_on_each_replica(tmp_path, name):
     assert trainer.model.prompt_learner.base_text_features.shape[0] == trainer.num_classes
     results = out / "results_test.json"
     assert round(json.loads(results.read_text())["accuracy"], 1) == accuracies(out / "log.txt")[0]
-    # written atomically, yet readable by colleagues (mkstemp alone would make it 0600)
-    assert os.stat(results).st_mode & stat.S_IROTH
+    # written atomically, yet with the permissions a plain open() gives under this umask (mkstemp: 0600)
+    plain = out / "plain"
+    plain.write_text("")
+    assert stat.S_IMODE(os.stat(results).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
 
 
 # How each trainer is run here beyond the shared tiny config: (flags, opts), "{tmp}" being the test's
@@ -39,9 +41,14 @@ TRAINER_ARGS = {
     "TaskRes": ([], []),
     "StrongBase": ([], ["STRONG_BASE.ROOT", "{tmp}/strong_base"]),  # not the repository's strong_base/
     "ZeroshotCLIP": (["--eval-only"], []),
+    "ZeroshotCLIP2": (["--eval-only"], []),
+    "LinearProbe": ([], ["TRAINER.LINEAR_PROBE.NUM_STEP", "2"]),
+    "CLIP_Adapter": ([], []),
+    "TipAdapter": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
+    "TipAdapterF": ([], ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"]),
+    "CoOp": ([], ["TRAINER.COOP.N_CTX", "4"]),
+    "CoCoOp": ([], ["TRAINER.COCOOP.N_CTX", "4"]),
     "MVLPT": ([], ["TRAINER.MVLPT.COOP.N_CTX", "2"]),
-    "CoOp": ([], []),  # merged from the coop branch, whose entries were missing here
-    "CoCoOp": ([], []),  # MCoOp, one dataset (DATASET.NAME), cached features
 }
 
 

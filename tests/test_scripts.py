@@ -205,7 +205,7 @@ def test_dg_load_epoch_follows_max_epoch_opt(tmp_path):
 def test_no_hard_coded_gpu_or_data_path_and_strict_mode():
     for script in SCRIPTS:
         text = open(os.path.join(ROOT, script)).read()
-        assert "CUDA_VISIBLE_DEVICES" not in text, script
+        assert not re.search(r"CUDA_VISIBLE_DEVICES=", text), script  # GPUs come from --gpus only
         assert "/data0" not in text, script
         assert "generalization_50" not in text, script
         if script.endswith("common.sh"):
@@ -287,6 +287,17 @@ for a in "$@"; do
     prev=$a
 done
 case " $* " in *" configs/datasets/$FAKE_FAIL.yaml "*) echo "boom" >&2; exit 3 ;; esac
+[[ -n "${FAKE_GPU_LOG:-}" ]] && echo "${CUDA_VISIBLE_DEVICES:-unset}" >> "$FAKE_GPU_LOG"
+if [[ -n "${FAKE_MEET:-}" ]]; then
+    # rendezvous: each run waits until FAKE_MEET_N runs have started, which happens only when
+    # they run side by side (one after the other, the first would wait in vain and fail)
+    mkdir -p "$FAKE_MEET" && : > "$FAKE_MEET/$$"
+    for _ in $(seq 300); do
+        (($(ls "$FAKE_MEET" | wc -l) >= FAKE_MEET_N)) && break
+        sleep 0.1
+    done
+    (($(ls "$FAKE_MEET" | wc -l) >= FAKE_MEET_N)) || { echo "ran alone" >&2; exit 4; }
+fi
 if [[ -n "$sbroot" ]]; then
     [[ -n "${FAKE_NO_BASE:-}" ]] && exit 0  # "succeeds" without writing the base
     case $dataset in dtd) cls=DescribableTextures ;; oxford_pets) cls=OxfordPets ;; *) cls=X ;; esac
@@ -370,3 +381,132 @@ def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag):
     proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh && tr_backbone_tag "$1"', "_", backbone],
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert proc.stdout.strip() == tag
+
+
+def test_backbone_comes_from_the_trainer_config(tmp_path):
+    env = {"OUTPUT": str(tmp_path), "STRONG_BASE": str(tmp_path / "sb")}
+    narrow = ("--datasets", "dtd", "--shots", "4", "--seeds", "1")
+    [c] = dry_run("train_regular.sh", *narrow, "--cfg", "adam_lr2e-4_B256_ep200_ViT16", env=env)
+    assert c["--backbone"] == "ViT-B/16"
+    assert c["--config-file"] == "configs/trainers/TaskRes/adam_lr2e-4_B256_ep200_ViT16.yaml"
+    assert c["--output-dir"].endswith("/adam_lr2e-4_B256_ep200_ViT16_vitb16_regular-base_alpha0.5_4shots/seed1")
+    # --backbone still wins over the config
+    [c] = dry_run("train_regular.sh", *narrow, "--cfg", "adam_lr2e-4_B256_ep200_ViT16", "--backbone", "RN101", env=env)
+    assert c["--backbone"] == "RN101" and "_rn101_regular-base_" in c["--output-dir"]
+    # the enhanced base is made and looked up with the runs' backbone
+    strong, run = dry_run("train_enhance.sh", *narrow, "--cfg", "adam_lr2e-4_B256_ep200_RN101", env=env)
+    assert strong["--trainer"] == "StrongBase" and strong["--backbone"] == "RN101"
+    assert strong["--output-dir"].endswith("/dtd/StrongBase/rn101_4shots/seed1")
+    assert run["--enhanced-base"] == f"{tmp_path}/sb/DescribableTextures/rn101_4shots/model.pth.tar"
+    # DG: source folder, enhanced base and generalization config all follow the config's backbone
+    cmds = dry_run("test_dg.sh", "--targets", "imagenet_a", "--seeds", "1", "--cfg", "adam_lr2e-4_B256_ep200_ViT32",
+                   env=env)
+    assert {c["--config-file"] for c in cmds} == {"configs/trainers/TaskRes/generalization_vit32.yaml"}
+    assert {c["--backbone"] for c in cmds} == {"ViT-B/32"}
+    assert all("_ViT32_vitb32_" in c["--model-dir"] for c in cmds)
+    assert [c["--enhanced-base"] for c in cmds] == ["none", f"{tmp_path}/sb/ImageNet/vitb32_16shots/model.pth.tar"]
+
+
+@pytest.mark.parametrize("script, args", [
+    ("scripts/taskres/eval.sh", ("imagenet_r", "generalization_rn5O", "ev", "models")),
+    ("scripts/taskres/eval.sh", ("imagenet_r", "generalisation_rn50_ep200", "ev", "models")),
+    ("train_regular.sh", ("--cfg", "adam_lr2e-3_B256_ep20O")),
+    ("test_dg.sh", ("--cfg", "adam_lr2e-4_B265_ep200")),
+])
+def test_config_typo_stops_the_workflow(tmp_path, script, args):
+    # the config name is resolved inside $(...): the error there must end the whole script
+    proc = run_script(script, "--dry-run", *args, env={"DATA": "/d", "OUTPUT": str(tmp_path), "PYTHON": "false"},
+                      cwd=str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert "error: no trainer config" in proc.stderr and "names there:" in proc.stderr
+
+
+def test_die_inside_command_substitution_exits_the_caller():
+    proc = subprocess.run(["bash", "-c", 'set -euo pipefail; source scripts/taskres/common.sh; '
+                           'echo "$(tr_die boom)"; echo still-running'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2 and "still-running" not in proc.stdout and "error: boom" in proc.stderr
+
+
+def test_config_without_a_backbone_needs_the_flag(tmp_path):
+    proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh; BACKBONE_ARG=; tr_backbone_for "$1"',
+                           "_", "configs/datasets/dtd.yaml"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2 and "names no backbone" in proc.stderr and "--backbone" in proc.stderr
+
+
+def test_integer_alpha_passes_through_unchanged(tmp_path, fake_env):
+    [c] = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--alpha", "1",
+                  env={"OUTPUT": str(tmp_path)})
+    assert c.opts["TRAINER.TaskRes.RESIDUAL_SCALE"] == "1"
+    assert c["--output-dir"].endswith("_regular-base_alpha1_1shots/seed1")
+    env, log = fake_env
+    assert run_script("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--alpha", "1",
+                      env=env).returncode == 0
+    assert log.read_text().split()[-2:] == ["TRAINER.TaskRes.RESIDUAL_SCALE", "1"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--jobs", "0"), "--jobs '0' is not a positive whole number"),
+    (("--gpus", "0;1"), "--gpus '0;1' is not a comma-separated list"),
+    (("--submit", "pbs"), "--submit 'pbs' is not valid"),
+])
+def test_bad_parallel_options_fail_with_one_clear_line(args, message):
+    proc = run_script("train_regular.sh", "--dry-run", *args, env={"DATA": "/d"})
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def runner_env(env):
+    # the fake python stands in for train.py; scripts/run_jobs.py itself needs a real python
+    import sys
+    return {**env, "TR_RUNNER_PYTHON": sys.executable}
+
+
+def test_jobs_run_side_by_side_each_pinned_to_a_gpu(fake_env, tmp_path):
+    env, log = fake_env
+    env = runner_env({**env, "FAKE_FAIL": "none", "FAKE_GPU_LOG": str(tmp_path / "gpus.log"),
+                      "FAKE_MEET": str(tmp_path / "meet"), "FAKE_MEET_N": "2"})
+    args = ("--datasets", "dtd", "--shots", "1", "--seeds", "1 2", "--gpus", "0,1")
+    proc = run_script("train_regular.sh", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "gpus.log").read_text().split()) == ["0", "1"]  # one run per GPU
+    assert sorted(c.split("--seed ")[1].split()[0] for c in log.read_text().splitlines()) == ["1", "2"]
+    out = tmp_path / "out" / "dtd" / "TaskRes" / "adam_lr2e-3_B256_ep100_rn50_regular-base_alpha0.5_1shots"
+    assert (out / "seed1" / "results_test.json").exists() and (out / "seed2" / "results_test.json").exists()
+    assert len(list((tmp_path / "out" / "jobs").glob("*.log"))) == 2  # each run's console output
+    # the skip rule holds: a second pass finds both finished and starts nothing
+    log.write_text("")
+    assert run_script("train_regular.sh", *args, env=env).returncode == 0
+    assert log.read_text() == ""
+
+
+def test_jobs_report_failures_and_finish_the_rest(fake_env):
+    env, log = fake_env
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--jobs", "2", env=runner_env(env))
+    assert proc.returncode == 1
+    assert "1 run(s) failed" in proc.stderr and "TaskRes eurosat 1-shot regular-base seed1" in proc.stderr
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_jobs_enhance_makes_every_base_before_the_runs(fake_env):
+    env, log = fake_env
+    proc = run_script("train_enhance.sh", "--datasets", "dtd oxford_pets", "--shots", "2", "--seeds", "1 2",
+                      "--jobs", "3", env=runner_env({**env, "FAKE_FAIL": "none"}))
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert ["StrongBase" in c for c in calls] == [True, True, False, False, False, False]
+
+
+def test_submit_through_submitit_local_executor(fake_env, tmp_path):
+    env, log = fake_env
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--submit", "local", "--submit-opts", "timeout_min=5", env=runner_env(env))
+    assert proc.returncode == 1, proc.stderr  # eurosat fails, dtd finishes
+    assert "submitted job" in proc.stderr and "FAILED (job" in proc.stderr
+    assert "1 run(s) failed" in proc.stderr and "TaskRes eurosat 1-shot regular-base seed1" in proc.stderr
+    done = tmp_path / "out" / "dtd" / "TaskRes" / "adam_lr2e-3_B256_ep100_rn50_regular-base_alpha0.5_1shots" / "seed1"
+    assert (done / "results_test.json").exists()
+    log.write_text("")  # same folders and skip rule: only the failed run is submitted again
+    proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
+                      "--submit", "local", env=runner_env(env))
+    assert proc.returncode == 1 and [("eurosat" in c) for c in log.read_text().splitlines()] == [True]

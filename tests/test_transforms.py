@@ -173,3 +173,60 @@ def test_signature_tracks_what_changes_the_output(key, value, changes_train, cha
     for is_train, changes in ((True, changes_train), (False, changes_test)):
         differs = transform_signature(cfg, is_train) != transform_signature(base, is_train)
         assert differs is changes, (key, is_train)
+
+
+# ---- CLIP preprocessing belongs to the model ---------------------------------------------------
+def test_model_input_settings_take_the_model_s_values_unless_set_on_purpose():
+    from engine.data.transforms import model_input_settings
+
+    inp = get_cfg_default().INPUT  # Dassl's defaults: nothing chosen by the user
+    updates, sources, conflicts = model_input_settings(inp, 336, "bicubic", CLIP_MEAN, CLIP_STD)
+    assert updates == {"SIZE": (336, 336), "INTERPOLATION": "bicubic", "PIXEL_MEAN": tuple(CLIP_MEAN),
+                       "PIXEL_STD": tuple(CLIP_STD), "TRANSFORMS": ("normalize",)}
+    assert set(sources.values()) == {"model"} and conflicts == []
+    # a value set on purpose stays, and a contradiction names both values
+    inp = taskres_cfg().INPUT
+    inp.SIZE = (64, 64)
+    inp.TRANSFORMS = ["random_flip"]
+    updates, sources, conflicts = model_input_settings(inp, 224, "bicubic", CLIP_MEAN, CLIP_STD)
+    assert updates == {} and sources["SIZE"] == "config" and sources["PIXEL_MEAN"] == "model"
+    assert conflicts[0] == ("INPUT.SIZE is (64, 64) but the model expects (224, 224); using INPUT.SIZE as set "
+                            "(remove it from the config to use the model's)")
+    assert "INPUT.TRANSFORMS ['random_flip'] has no normalize" in conflicts[1] and "0.481455" in conflicts[1]
+    assert len(conflicts) == 2
+
+
+def test_zero_shot_clip_without_a_trainer_config_sees_images_as_clip_does(tmp_path):
+    """No --config-file: Dassl's INPUT defaults (bilinear, ImageNet mean/std, 224, no normalize)
+    must give way to the model's pipeline (the tiny CLIP: 32 px, bicubic, CLIP mean/std)."""
+    import clip
+    from helpers import accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+
+    data = make_image_folder(tmp_path / "data")
+    weights = tiny_clip(tmp_path)
+    common = ("--root", data, "--trainer", "ZeroshotCLIP", "--eval-only")
+    bare = run_train(*common, "--backbone", weights, "--output-dir", tmp_path / "bare", "DATASET.NAME", "ImageFolder",
+                     "DATALOADER.NUM_WORKERS", 0)
+    img = Image.open(bare.dm.dataset.test[0].impath).convert("RGB")
+    _, preprocess = clip.load(weights)
+    assert torch.equal(bare.dm.tfm_test(img), preprocess(img))
+    log = (tmp_path / "bare" / "log.txt").read_text()
+    assert "Input pipeline: 32x32 (model), bicubic (model), mean [0.48145466" in log
+    assert "training view" not in log  # ZeroshotCLIP encodes none
+    # the same numbers as with a trainer config that spells CLIP's values out
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", weights)
+    run_train(*common, "--config-file", cfg, "--output-dir", tmp_path / "configured", "DATALOADER.NUM_WORKERS", 0)
+    assert accuracies(tmp_path / "bare" / "log.txt") == accuracies(tmp_path / "configured" / "log.txt")
+
+
+def test_an_input_setting_that_contradicts_the_model_is_kept_with_a_warning(tmp_path):
+    from helpers import make_image_folder, run_train, tiny_clip
+
+    data = make_image_folder(tmp_path / "data")
+    trainer = run_train("--root", data, "--trainer", "ZeroshotCLIP", "--eval-only", "--backbone", tiny_clip(tmp_path),
+                        "--output-dir", tmp_path / "out", "DATASET.NAME", "ImageFolder", "DATALOADER.NUM_WORKERS", 0,
+                        "INPUT.INTERPOLATION", "nearest")
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "INPUT.INTERPOLATION is nearest but the model expects bicubic; using INPUT.INTERPOLATION as set" in log
+    assert trainer.dm.tfm_test.transforms[0].interpolation == InterpolationMode.NEAREST
+    assert "Input pipeline: 32x32 (model), nearest (config)" in log

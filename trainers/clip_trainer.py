@@ -1,29 +1,34 @@
-"""`FrozenCLIPTrainer`: what every trainer with a frozen CLIP image encoder shares.
+"""`FrozenCLIPTrainer`: the base of every method whose CLIP image encoder stays frozen.
 
-- loads CLIP from the config (name, explicit weights, cache dir, or an untrained backbone);
-- applies the precision (fp16 falls back to fp32 on CPU, with a warning);
-- by default replaces the image loaders with feature loaders over the feature cache
-  (``FEATURE_CACHE.ENABLED``), so the encoder runs once per needed view, not once per epoch.
-
-Subclasses build their head in ``build_model`` after ``self.load_clip()``, register it, and
-implement ``forward_backward``; their model's ``forward`` must accept images [B, 3, H, W] or
-encoder features [B, D].
+It owns what such methods share: loading CLIP (name, weights file, cache dir or an untrained
+backbone) in the trainer's precision, the feature source (``engine.features.FeatureSource``:
+cached image features and the loaders that replay training on them), registering the trained
+modules, and the two pieces of math every CLIP head repeats: ``cosine_logits`` and
+``encode_if_images`` (a batch holds images in end-to-end mode, features otherwise).
+The class docstring shows how a method is added.
 """
 import logging
 import os
 import warnings
 
 import torch
+import torch.nn as nn
+from torchvision.transforms import Normalize, Resize
 
 import clip
 from engine import TrainerX
-from engine.data.transforms import transform_signature
+from engine.data.transforms import build_transform, interpolation_name, model_input_settings
 from engine.errors import ConfigError
-from engine.features import CachedFeatureLoader, FeatureStore, file_identity, format_size
+from engine.features import FeatureSource, file_identity
+from engine.optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.NUM_THREADS 0 restores
+# OpenAI CLIP's input normalisation (its preprocess), for models that come without a preprocess
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def backbone_tag(name):
@@ -41,6 +46,30 @@ def weights_identity(cfg):
     return file_identity(path) if path else f"open_clip:{name}"  # open_clip tags: its own cache
 
 
+def cosine_logits(image_features, text_features, logit_scale):
+    """CLIP's logits: exp(logit_scale) * normalize(image) @ normalize(text)^T, in the text's dtype."""
+    image = image_features / image_features.norm(dim=-1, keepdim=True)
+    text = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale.exp() * image.to(text.dtype) @ text.t()
+
+
+def encode_if_images(encode, inputs):
+    """Image features of a batch: ``inputs`` as they are when they are features [B, D], else ``encode(inputs)``."""
+    return inputs if inputs.dim() == 2 else encode(inputs)
+
+
+class CosineClassifier(nn.Module):
+    """A fixed text classifier: ``forward(image_features)`` = cosine_logits with CLIP's scale."""
+
+    def __init__(self, text_features, logit_scale):
+        super().__init__()
+        self.register_buffer("text_features", text_features)
+        self.register_buffer("logit_scale", logit_scale.detach().clone())
+
+    def forward(self, image_features):
+        return cosine_logits(image_features, self.text_features, self.logit_scale)
+
+
 def build_untrained_clip(name, device):
     """The architecture of ``name`` with seeded random weights (the demo without weights).
 
@@ -50,20 +79,102 @@ def build_untrained_clip(name, device):
 
 
 class FrozenCLIPTrainer(TrainerX):
-    """A TrainerX whose image encoder is frozen CLIP; trains and tests on cached features."""
+    """A TrainerX whose image encoder is frozen CLIP; trains and tests on cached features.
+
+    ``build_model`` is a fixed sequence; a method fills in the head and the step::
+
+        load_clip()                     # CLIP in PREC (fp16 -> fp32 on CPU), frozen, eval
+        configure_input()               # INPUT size/interpolation/mean/std from the model unless set
+        build_feature_source()          # self.feature_source: features(split, views), loaders
+        self.model = build_head(clip)   # the method's nn.Module: image features [B, D] -> logits
+        register_trainable()            # trainable_modules(): optimiser + LR schedule from OPTIM
+        swap_loaders()                  # image loaders -> feature loaders (FEATURE_CACHE.ENABLED)
+
+    Adding a method that trains on cached features (the whole method, ~30 lines)::
+
+        class TunedRows(nn.Module):  # the head: zero-shot classifier rows, tuned
+            def __init__(self, text_features, logit_scale):
+                super().__init__()
+                self.weight = nn.Parameter(text_features.float().clone())
+                self.register_buffer("logit_scale", logit_scale.detach().clone())
+
+            def forward(self, image_features):
+                return cosine_logits(image_features.float(), self.weight, self.logit_scale)
+
+        @TRAINER_REGISTRY.register()
+        class RowTuning(FrozenCLIPTrainer):
+            def build_head(self, clip_model):
+                text = prompt_features(clip_model, self.dm.dataset.classnames, ["a photo of a {}."])[0]
+                return TunedRows(text, clip_model.logit_scale)
+
+            def trainable_modules(self):
+                return {"head": self.model}       # checkpoints in <OUTPUT_DIR>/head/
+
+            def forward_backward(self, batch):
+                inputs, label = self.parse_batch_train(batch)
+                output = self.model(self.image_features(inputs))
+                loss = F.cross_entropy(output, label)
+                self.model_backward_and_update(loss)
+                if self.batch_idx + 1 == self.num_batches:
+                    self.update_lr()                # Dassl: the trainer steps the LR at its last batch
+                return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+
+    with its config group (``TRAINER.RowTuning.PREC``) added by a module-level ``extend_cfg(cfg)``. Evaluation,
+    checkpoints, resume and the cache come from the base: ``model_inference`` is
+    ``self.model(self.image_features(inputs))``. Other features a method needs (Tip-Adapter's
+    cache keys, a linear probe's training set) come from ``self.feature_source.features(split,
+    views)``. A method that trains nothing sets ``training_free = True`` (no training views are
+    encoded) and overrides ``train``.
+    """
+
+
+    def __init__(self, cfg):
+        self.set_threads(cfg.FEATURE_CACHE.NUM_THREADS)
+        super().__init__(cfg)
+
+    @staticmethod
+    def set_threads(num_threads):
+        """torch's CPU thread count for this process, from FEATURE_CACHE.NUM_THREADS (0: torch's default)."""
+        if num_threads < 0:
+            raise ConfigError(f"FEATURE_CACHE.NUM_THREADS must be 0 (torch's default) or a positive count, got {num_threads}.")
+        torch.set_num_threads(num_threads or _TORCH_DEFAULT_THREADS)
+        logger.info("torch CPU threads: %d (FEATURE_CACHE.NUM_THREADS %d; %d cores)",
+                    torch.get_num_threads(), num_threads, os.cpu_count() or 1)
+
+    def check_cfg(self, cfg):
+        """Found before data or CLIP load: a missing backbone, a PREC typo."""
+        super().check_cfg(cfg)
+        if not cfg.MODEL.BACKBONE.NAME:
+            raise ConfigError("No CLIP backbone given: pass --backbone (RN50, ViT-B/16, ... or a weights file) "
+                              "or set MODEL.BACKBONE.NAME in the config file.")
+        prec = self.trainer_cfg().get("PREC", "fp16")
+        if prec not in PRECISIONS:
+            raise ConfigError(f"TRAINER.{cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
 
     def precision(self):
-        """The PREC of this trainer's config group; fp16 becomes fp32 on CPU."""
-        prec = self.trainer_cfg().PREC
-        if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{self.cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
+        """The PREC of this trainer's config group (fp16 when it has none); fp16 becomes fp32 on CPU."""
+        prec = self.trainer_cfg().get("PREC", "fp16")
         if prec == "fp16" and self.device.type != "cuda":
             warnings.warn("PREC fp16 needs a GPU; running in fp32 on the CPU", stacklevel=2)
             return "fp32"
         return prec
 
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.get(self.cfg.TRAINER.NAME)
+    # ---- the fixed build sequence -----------------------------------------------------------
+    def build_model(self):
+        clip_model = self.load_clip()
+        self.configure_input()
+        self.feature_source = self.build_feature_source()
+        self.model = self.build_head(clip_model).to(self.device)
+        self.register_trainable()
+        self.swap_loaders()
+
+    def build_head(self, clip_model):
+        """The method's model: ``forward(image_features [B, D]) -> logits [B, K]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_head(clip_model)")
+
+    def trainable_modules(self):
+        """``{name: module}`` trained with OPTIM and saved under ``<OUTPUT_DIR>/<name>/``; none by default."""
+        return {}
 
     def load_clip(self):
         """Load CLIP as the config says, frozen, in this trainer's precision; sets ``self.clip_model``."""
@@ -73,67 +184,123 @@ class FrozenCLIPTrainer(TrainerX):
         if cfg.MODEL.BACKBONE.PRETRAINED:
             # Loaded on the CPU (fp32, stored precision), moved below: clip.load on a GPU would
             # round the matrices to fp16 as OpenAI's does, and PREC decides this trainer's dtype.
-            model, _ = clip.load(name, device="cpu", cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
-                                 weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
+            model, self.preprocess = clip.load(name, device="cpu", cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None,
+                                               weights=cfg.MODEL.BACKBONE.WEIGHTS or None)
             model = model.to(self.device)
         else:
             logger.warning("MODEL.BACKBONE.PRETRAINED is False: %s has random weights (untrained backbone)", name)
             model = build_untrained_clip(name, self.device)
+            self.preprocess = None  # OpenAI's pipeline: bicubic, CLIP's mean/std
         self.prec = self.precision()
-        model.half() if self.prec == "fp16" else model.float()
+        model.float()
+        if self.prec == "fp16":  # as OpenAI's build_model: matrices fp16, norms and embeddings fp32
+            clip.model.convert_weights(model) if isinstance(model, clip.model.CLIP) else model.half()
         model.requires_grad_(False)
         if self.device.type == "cuda":  # NHWC convolutions run on the tensor cores without layout copies
             model.visual.to(memory_format=torch.channels_last)
         self.clip_model = model
-        self.dtype = next(model.visual.parameters()).dtype
+        # OpenAI's CLIP.dtype (conv1's): what CoOp-family code casts images and prompts to
+        self.dtype = getattr(model, "dtype", None) or next(model.visual.parameters()).dtype
         return model
 
+    def model_input(self):
+        """(size, interpolation, mean, std) the loaded CLIP expects, read from its preprocess."""
+        visual = self.clip_model.visual
+        size = getattr(visual, "input_resolution", None) or self.clip_model.image_resolution
+        interpolation, mean, std = "bicubic", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        for step in getattr(self.preprocess, "transforms", []):
+            if isinstance(step, Resize):
+                interpolation = interpolation_name(step.interpolation) or interpolation
+            elif isinstance(step, Normalize):
+                mean, std = tuple(step.mean), tuple(step.std)
+        return int(size), interpolation, mean, std
+
+    def configure_input(self):
+        """See images as the model expects: INPUT values the user did not set come from the model.
+
+        A value still at Dassl's default takes the model's (so a run without a trainer config
+        gets CLIP's bicubic resize and mean/std); a value set on purpose is kept, with a warning
+        when it contradicts the model. The config is updated in place, so config.yaml and the
+        feature-cache keys record what was used; the transforms are rebuilt when anything changed.
+        """
+        cfg = self.cfg
+        size, interpolation, mean, std = self.model_input()
+        updates, sources, conflicts = model_input_settings(cfg.INPUT, size, interpolation, mean, std)
+        for sentence in conflicts:
+            logger.warning(sentence)
+        if updates:
+            frozen = cfg.is_frozen()
+            cfg.defrost()
+            for key, value in updates.items():
+                cfg.INPUT[key] = value
+            if frozen:
+                cfg.freeze()
+            self.dm.tfm_train = build_transform(cfg, is_train=True)
+            self.dm.tfm_test = build_transform(cfg, is_train=False)
+            for loader, tfm in ((self.train_loader_x, self.dm.tfm_train), (self.val_loader, self.dm.tfm_test),
+                                (self.test_loader, self.dm.tfm_test)):
+                if loader is not None:
+                    loader.dataset.transform = tfm
+        inp = cfg.INPUT
+        logger.info("Input pipeline: %dx%d (%s), %s (%s), mean %s std %s (%s), transforms %s",
+                    inp.SIZE[0], inp.SIZE[1], sources["SIZE"], inp.INTERPOLATION, sources["INTERPOLATION"],
+                    list(inp.PIXEL_MEAN), list(inp.PIXEL_STD),
+                    "model" if sources["PIXEL_MEAN"] == sources["PIXEL_STD"] == "model" else "config",
+                    list(inp.TRANSFORMS))
+
+    def build_feature_source(self):
+        """This run's FeatureSource, keyed by backbone, weights file, dtype and precision."""
+        cfg = self.cfg
+        encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(self.dtype), self.prec])
+        return FeatureSource.from_config(cfg, self.dm, self.encode_images, encoder_key, self.device, self.dtype,
+                                         self.max_epoch, trains=not self.training_free)
+
+    def register_trainable(self):
+        """Register each trainable module with its optimiser and LR schedule; freeze the rest of ``self.model``."""
+        modules = self.trainable_modules()
+        if not modules:
+            return
+        logger.info("Turning off gradients in both the image and the text encoder")
+        trained = {id(p) for module in modules.values() for p in module.parameters()}
+        for param in self.model.parameters():
+            param.requires_grad_(id(param) in trained)
+        for name, module in modules.items():
+            optim = build_optimizer(module, self.cfg.OPTIM)
+            sched = build_lr_scheduler(optim, self.cfg.OPTIM)
+            self.register_model(name, module, optim, sched)
+            self.optim, self.sched = optim, sched  # Dassl trainers with one module use these names
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
+
+    def swap_loaders(self):
+        """Replace the image loaders by feature loaders, unless the cache is off (end-to-end mode)."""
+        if self.feature_source.store is None:
+            return
+        self.train_loader_x, self.val_loader, self.test_loader = self.feature_source.loaders(
+            self.train_loader_x, self.val_loader, self.test_loader)
+
+    def use_feature_cache(self):
+        """For subclasses that still write their own ``build_model`` (load_clip(), their head, then
+        this as the last step): the input pipeline, the feature source and the loader swap of the
+        fixed sequence. New methods implement ``build_head`` instead."""
+        self.configure_input()
+        self.feature_source = self.build_feature_source()
+        self.swap_loaders()
+
+    @property
+    def feature_store(self):
+        """The FeatureStore in use (None in end-to-end mode): its ``encoded`` count, ``root``."""
+        source = getattr(self, "feature_source", None)
+        return source.store if source is not None else None
+
+    # ---- images or features -----------------------------------------------------------------
     def encode_images(self, images):
         """Frozen image encoder: images on the device -> features in the encoder's dtype."""
         with torch.autocast(self.device.type, enabled=self.prec == "amp"):
             return self.clip_model.encode_image(images.type(self.dtype))
 
-    # ---- the feature cache ------------------------------------------------------------------
-    def build_data_loader(self):
-        super().build_data_loader()
-        self.feature_store = None
+    def image_features(self, inputs):
+        """Features of a batch's inputs: cached features pass through, images are encoded."""
+        return encode_if_images(self.encode_images, inputs)
 
-    def use_feature_cache(self):
-        """Swap the image loaders for feature loaders (called at the end of ``build_model``)."""
-        cfg = self.cfg
-        if not cfg.FEATURE_CACHE.ENABLED:
-            logger.info("Feature cache off: the image encoder runs in the loop (end-to-end mode)")
-            return
-        self.feature_store = FeatureStore(cfg.FEATURE_CACHE.DIR or None)
-        encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(self.dtype), self.prec])
-        group = cfg.DATASET.NAME
-        views = cfg.FEATURE_CACHE.TRAIN_VIEWS
-        if views < 1:
-            raise ConfigError(f"FEATURE_CACHE.TRAIN_VIEWS must be at least 1, got {views}.")
-        views = min(views, self.max_epoch)  # more views than epochs would never be used
-        logger.info("Feature cache: %s (%d training view(s) per image)", self.feature_store.root, views)
-
-        def loader(items, image_loader, is_train, split):
-            if image_loader is None:
-                return None
-            tfm = self.dm.tfm_train if is_train else self.dm.tfm_test
-
-            def compute():
-                feats = self.feature_store.features(
-                    self.encode_images, items, tfm, encoder_key, transform_signature(cfg, is_train),
-                    f"{group}/{split}", list(range(views)) if is_train else ["test"],
-                    batch_size=cfg.FEATURE_CACHE.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                    device=self.device, is_train=is_train, dtype=self.dtype)
-                logger.info("Feature cache holds %s in %s", format_size(self.feature_store.size_bytes()),
-                            self.feature_store.root)
-                return feats
-
-            return CachedFeatureLoader(items, compute, image_loader.sampler, image_loader.batch_size,
-                                       image_loader.drop_last, device=self.device)
-
-        ds = self.dm.dataset
-        self.train_loader_x = loader(ds.train_x, self.train_loader_x, True, "train")
-        self.test_loader = loader(ds.test, self.test_loader, False, "test")
-        # ImageNet's val set is its test set: the test loader serves both, read from disk once
-        same_as_test = ds.val is not None and [d.impath for d in ds.val] == [d.impath for d in ds.test]
-        self.val_loader = self.test_loader if same_as_test else loader(ds.val, self.val_loader, False, "val")
+    def model_inference(self, inputs):
+        return self.model(self.image_features(inputs))

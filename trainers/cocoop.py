@@ -32,18 +32,13 @@ logger = logging.getLogger(__name__)
 TEXT_CHUNK = 4096
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.COCOOP with the original's keys and defaults."""
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialization words
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp
 
-
-
-def extend_cfg(cfg):
-    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
-    add_config(cfg)
 
 class PromptLearner(nn.Module):
     """Context vectors, the meta-network, and the frozen token embeddings; forward(image features)

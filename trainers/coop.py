@@ -49,7 +49,7 @@ def tokenizer():
     return _tokenizer
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.COOP with the original's keys and defaults."""
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
@@ -58,11 +58,6 @@ def add_config(cfg):
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'middle' or 'end' or 'front'
 
-
-
-def extend_cfg(cfg):
-    """CoOp's name for the config hook (a trainer folder that imports every module calls it)."""
-    add_config(cfg)
 
 def check_prompt_cfg(group, n_ctx, ctx_init, prec, class_token_position=None):
     """One-sentence errors for the keys shared by CoOp and CoCoOp (before CLIP is loaded)."""
@@ -301,6 +296,8 @@ class PromptTrainer(FrozenCLIPTrainer):
     """What CoOp and CoCoOp share: amp/fp32 step, the LR stepped at the last batch (Dassl's
     convention, as the originals do), checkpoint adaptation, text features computed once per test."""
 
+    reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
+
     def step(self, loss_fn):
         """One optimisation step of ``loss_fn() -> (loss, output or None)``; returns both."""
         if self.prec == "amp":
@@ -317,14 +314,6 @@ class PromptTrainer(FrozenCLIPTrainer):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return loss, output
-
-    def update_lr(self, names=None):
-        """One scheduler step per epoch. The originals step at their last batch (Dassl's
-        convention); an engine whose after_epoch also steps must not make that two."""
-        if getattr(self, "_lr_stepped_epoch", None) == self.epoch:
-            return
-        self._lr_stepped_epoch = self.epoch
-        super().update_lr(names)
 
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 PROJECT_METHODS = ("identity", "mlp", "transformer")
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.MVLPT with the original's keys and defaults (its train.py ``extend_cfg``)."""
     cfg.TRAINER.MVLPT = CN()
     cfg.TRAINER.MVLPT.PREC = "fp16"  # fp16, fp32, amp
@@ -73,11 +73,6 @@ def add_config(cfg):
     cfg.TRAINER.MVLPT.COCOOP.PREC = "fp16"  # the meta-net's precision follows the model's here
     cfg.TRAINER.CUT_CONTEXTLEN = False  # text prompts only as long as the longest (memory)
     cfg.TRAINER.ACT_CKPT = 1  # activation-checkpoint chunks of the text encoder (memory)
-
-
-def extend_cfg(cfg):
-    """The original's name for the config hook (its train.py ``extend_cfg``)."""
-    add_config(cfg)
 
 
 def check_mvlpt_cfg(cfg):
@@ -405,7 +400,6 @@ class MVLPT(PromptTrainer):
             super().build_data_loader()
             return
         dm = use_multitask_data(self)
-        self.feature_store = None
         if self.multi_task and cfg.DATASET.MULTITASK_LABEL_PERTASK:
             logger.info("Multitask: %d tasks, a sample's loss is over its own task's classes",
                         len(dm.dataset.task_names))

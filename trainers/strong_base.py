@@ -29,17 +29,16 @@ from yacs.config import CfgNode as CN
 from engine import TRAINER_REGISTRY
 from engine.data.multitask import MultiTaskClassification, own_task_logits, use_multitask_data, wants_multitask_data
 from engine.metrics import compute_accuracy
-from engine.optim import build_lr_scheduler, build_optimizer
 from engine.utils.checkpoint import save_checkpoint
 
-from .clip_trainer import FrozenCLIPTrainer, backbone_tag
+from .clip_trainer import FrozenCLIPTrainer, backbone_tag, cosine_logits
 from .templates import base_templates
 from .text_features import prompt_features
 
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.StrongBase = CN()
     cfg.TRAINER.StrongBase.PREC = "fp16"  # of the frozen encoder (shares its feature cache); the projection trains in fp32
     cfg.STRONG_BASE = CN()
@@ -63,10 +62,7 @@ class ProjectionClassifier(nn.Module):
         self.register_buffer("logit_scale", logit_scale.detach().clone())
 
     def forward(self, image_features):
-        text = self.proj(self.pre_projection).mean(dim=0)
-        text = text / text.norm(dim=-1, keepdim=True)
-        image = image_features / image_features.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * image.to(text.dtype) @ text.t()
+        return cosine_logits(image_features.float(), self.proj(self.pre_projection).mean(dim=0), self.logit_scale)
 
 
 def multitask_pre_projection(clip_model, dataset):
@@ -83,6 +79,8 @@ def multitask_pre_projection(clip_model, dataset):
 class StrongBase(FrozenCLIPTrainer):
     """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
 
+    training_free = False
+
     def __init__(self, cfg):
         super().__init__(cfg)
         if self.multi_task:  # per-task accuracy on each task's own classes, and their average
@@ -96,7 +94,6 @@ class StrongBase(FrozenCLIPTrainer):
             super().build_data_loader()
             return
         use_multitask_data(self)
-        self.feature_store = None
 
     def base_name(self):
         """The folder under STRONG_BASE.ROOT: the dataset class, or the joined source datasets."""
@@ -104,34 +101,29 @@ class StrongBase(FrozenCLIPTrainer):
             return ",".join(self.dm.dataset.task_names)
         return self.cfg.DATASET.NAME
 
-    def build_model(self):
-        cfg = self.cfg
-        clip_model = self.load_clip()
-        if wants_multitask_data(cfg):
+    def build_head(self, clip_model):
+        if wants_multitask_data(self.cfg):  # each task's classes with that task's templates
             pre = multitask_pre_projection(clip_model, self.dm.dataset)
         else:
             classnames = self.dm.dataset.classnames
-            templates = base_templates(cfg.DATASET.NAME)
+            templates = base_templates(self.cfg.DATASET.NAME)
             pre = prompt_features(clip_model, classnames, templates, projection=False).float()
-        self.model = ProjectionClassifier(pre, clip_model.text_projection.detach().float(), clip_model.logit_scale).to(self.device)
-        self.optim = build_optimizer(self.model.proj, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("text_projection", self.model.proj, self.optim, self.sched)
-        self.use_feature_cache()
+        return ProjectionClassifier(pre, clip_model.text_projection.detach().float(), clip_model.logit_scale)
 
-    def model_inference(self, inputs):
-        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
-        return self.model(feats.float())
+    def trainable_modules(self):
+        return {"text_projection": self.model.proj}
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
-        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
+        feats = self.image_features(inputs)
         output = self.model(feats.float())
         if self.multi_task and self.cfg.DATASET.MULTITASK_LABEL_PERTASK:  # a sample's own task's classes
             ds = self.dm.dataset
             output = own_task_logits(output, label, ds.label_to_task, ds.task_ranges)
         loss = F.cross_entropy(output, label)
         self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def after_train(self):

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.config import unused_key
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
-from engine.optim import build_lr_scheduler, build_optimizer
 from engine.utils.checkpoint import load_checkpoint
 
-from .clip_trainer import FrozenCLIPTrainer
+from .clip_trainer import FrozenCLIPTrainer, cosine_logits, encode_if_images
 from .templates import base_templates
 from .text_features import prompt_features
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("text", "image")
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     """TRAINER.TaskRes with the original's keys and defaults."""
     cfg.TRAINER.TaskRes = CN()
     cfg.TRAINER.TaskRes.N_CTX = 16  # unused, kept from the original for config compatibility
@@ -44,6 +44,8 @@ def add_config(cfg):
     cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0  # alpha
     cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"  # "none" or a strong_base/... model.pth.tar
     cfg.TRAINER.TaskRes.VARIANT = "text"  # text: TaskRes; image: TaskRes-Image
+    for key in ("N_CTX", "CSC", "CTX_INIT", "CLASS_TOKEN_POSITION"):  # a changed value is refused, not ignored
+        unused_key(f"TRAINER.TaskRes.{key}", cfg.TRAINER.TaskRes[key], "the original TaskRes defines it but never reads it")
 
 
 def load_enhanced_projection(path, width, embed_dim):
@@ -108,29 +110,27 @@ class CustomCLIP(nn.Module):
         self.dtype = next(clip_model.visual.parameters()).dtype
 
     def forward(self, inputs):
-        image_features = inputs if inputs.dim() == 2 else self.image_encoder(inputs.type(self.dtype))
+        image_features = encode_if_images(lambda images: self.image_encoder(images.type(self.dtype)), inputs)
         if hasattr(self.prompt_learner, "adapt_image"):
             image_features = self.prompt_learner.adapt_image(image_features)
-        text_features = self.prompt_learner()
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * image_features.to(text_features.dtype) @ text_features.t()
+        return cosine_logits(image_features, self.prompt_learner(), self.logit_scale)
 
 
 @TRAINER_REGISTRY.register()
 class TaskRes(FrozenCLIPTrainer):
     """Task Residual Tuning; see the module docstring."""
 
+    training_free = False
+
     def check_cfg(self, cfg):
+        super().check_cfg(cfg)
         if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
             raise ConfigError(f"TRAINER.TaskRes.VARIANT must be one of {', '.join(VARIANTS)}, got {cfg.TRAINER.TaskRes.VARIANT!r}.")
 
-    def build_model(self):
+    def build_head(self, clip_model):
         cfg = self.cfg
         tcfg = cfg.TRAINER.TaskRes
         classnames = self.dm.dataset.classnames
-        clip_model = self.load_clip()
-
         projection = None
         enhanced = tcfg.ENHANCED_BASE
         if enhanced and enhanced.lower() != "none":
@@ -141,16 +141,10 @@ class TaskRes(FrozenCLIPTrainer):
         base = build_base_text_features(clip_model, classnames, cfg.DATASET.NAME, projection).to(self.dtype)
 
         learner_cls = TaskResLearner if tcfg.VARIANT == "text" else ImageResidualLearner
-        learner = learner_cls(base, tcfg.RESIDUAL_SCALE)
-        self.model = CustomCLIP(clip_model, learner).to(self.device)
-        logger.info("Turning off gradients in both the image and the text encoder")
-        for name, param in self.model.named_parameters():
-            param.requires_grad_("prompt_learner" in name)
-        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
-        self.use_feature_cache()
+        return CustomCLIP(clip_model, learner_cls(base, tcfg.RESIDUAL_SCALE))
+
+    def trainable_modules(self):
+        return {"prompt_learner": self.model.prompt_learner}
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
@@ -167,6 +161,8 @@ class TaskRes(FrozenCLIPTrainer):
             output = self.model(inputs)
             loss = F.cross_entropy(output.float(), label)
             self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:  # Dassl's convention: one LR step per epoch
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def adapt_state_dict(self, name, state_dict):

@@ -9,42 +9,29 @@ from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
 
-from .clip_trainer import FrozenCLIPTrainer
+from .clip_trainer import CosineClassifier, FrozenCLIPTrainer
 from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
 from .text_features import prompt_features
 
 logger = logging.getLogger(__name__)
 
 
-def add_config(cfg):
+def extend_cfg(cfg):
     cfg.TRAINER.ZeroshotCLIP = CN()
     cfg.TRAINER.ZeroshotCLIP.PREC = "fp16"
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(FrozenCLIPTrainer):
-    def trainer_cfg(self):
-        return self.cfg.TRAINER.ZeroshotCLIP
+    training_free = True  # --eval-only runs without --model-dir; no training views are encoded
 
-    def build_model(self):
-        clip_model = self.load_clip()
+    def build_head(self, clip_model):
         template = CUSTOM_TEMPLATES.get(self.cfg.DATASET.NAME, DEFAULT_TEMPLATE)
         classnames = [c.replace("_", " ") for c in self.dm.dataset.classnames]
         logger.info("Prompt template: %s", template)
-        text = prompt_features(clip_model, classnames, [template])[0]
-        self.text_features = text / text.norm(dim=-1, keepdim=True)
-        self.model = clip_model
-        self.use_feature_cache()
-
-    def model_inference(self, inputs):
-        feats = inputs if inputs.dim() == 2 else self.encode_images(inputs)
-        feats = feats / feats.norm(dim=-1, keepdim=True)
-        return self.clip_model.logit_scale.exp() * feats.to(self.text_features.dtype) @ self.text_features.t()
+        return CosineClassifier(prompt_features(clip_model, classnames, [template])[0], clip_model.logit_scale)
 
     def train(self):
         logger.info("ZeroshotCLIP has nothing to train: evaluating")
         self.test()
-
-    def set_model_mode(self, mode="train", names=None):
-        self.clip_model.eval()
 

@@ -119,17 +119,19 @@ class DatasetBase:
         output = []
         for data_source in data_sources:
             dataset = []
+            short = []  # one summary line, not one per class (1000 lines on ImageNet)
             for label, items in self.split_dataset_by_label(data_source).items():
                 if len(items) >= num_shots:
                     sampled = rng.sample(items, num_shots)
                 elif repeat:
                     sampled = rng.choices(items, k=num_shots)
                 else:
-                    logger.warning(
-                        "Class %d (%s) has %d images, fewer than NUM_SHOTS=%d: using all %d",
-                        label, items[0].classname, len(items), num_shots, len(items))
+                    short.append(f"{items[0].classname} ({len(items)})")
                     sampled = items
                 dataset.extend(sampled)
+            if short:
+                logger.warning("%d classes have fewer than NUM_SHOTS=%d images, all of theirs are used: %s%s",
+                               len(short), num_shots, ", ".join(short[:5]), " ..." if len(short) > 5 else "")
             output.append(dataset)
         return output[0] if len(output) == 1 else output
 

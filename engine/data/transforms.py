@@ -10,7 +10,9 @@ The custom transforms draw from torch's RNG (Dassl's use Python's), so seeding t
 fixes a whole augmented view.
 
 ``transform_signature`` names everything that changes a transform's output; the feature
-cache keys stored image features on it.
+cache keys stored image features on it. ``model_input_settings`` decides, for a model that
+comes with its own preprocessing (CLIP), which INPUT values the model sets and which the user
+set on purpose.
 """
 import json
 import logging
@@ -316,3 +318,55 @@ def transform_signature(cfg, is_train, choices=None):
         for key in _TRAIN_KEYS.get(choice, []):
             desc[key.lower()] = _plain(inp[key])
     return json.dumps(desc, sort_keys=True, separators=(",", ":"))
+
+
+def _same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-7 for x, y in zip(a, b))
+
+
+def interpolation_name(mode):
+    """INPUT.INTERPOLATION's name of a torchvision InterpolationMode (None when it has none)."""
+    return {v: k for k, v in INTERPOLATION_MODES.items()}.get(mode)
+
+
+def model_input_settings(inp, size, interpolation, mean, std):
+    """Which INPUT values to use with a model whose own preprocessing is (size, interpolation, mean, std).
+
+    A value still at Dassl's default was not chosen: the model's is used. A value the user
+    changed (yaml, flag or opts) is kept, and when it differs from the model's it is reported.
+    With INPUT.TRANSFORMS empty (Dassl's default) ``normalize`` is added, since the model
+    expects normalised input. Returns ``(updates, sources, conflicts)``: the INPUT keys to set,
+    where each value comes from ("model" / "config"), and one sentence per contradiction.
+    """
+    expected = {"SIZE": (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size),
+                "INTERPOLATION": interpolation, "PIXEL_MEAN": tuple(mean), "PIXEL_STD": tuple(std)}
+    from ..config import get_cfg_default
+
+    dassl = get_cfg_default().INPUT  # a value still equal to Dassl's default was not chosen by the user
+    updates, sources, conflicts = {}, {}, []
+    for key, model_value in expected.items():
+        value = inp[key] if isinstance(inp[key], str) else tuple(inp[key])
+        if _same(value, dassl[key]) and not _same(value, model_value):
+            updates[key] = model_value
+            sources[key] = "model"
+        elif _same(value, model_value):
+            sources[key] = "model"
+        else:
+            sources[key] = "config"
+            conflicts.append(f"INPUT.{key} is {_show(value)} but the model expects {_show(model_value)}; "
+                             f"using INPUT.{key} as set (remove it from the config to use the model's)")
+    if not inp.NO_TRANSFORM:
+        if not list(inp.TRANSFORMS):
+            updates["TRANSFORMS"] = ("normalize",)
+        elif "normalize" not in inp.TRANSFORMS:
+            conflicts.append(f"INPUT.TRANSFORMS {list(inp.TRANSFORMS)} has no normalize but the model expects input "
+                             f"normalised with mean {_show(expected['PIXEL_MEAN'])} and std {_show(expected['PIXEL_STD'])}")
+    return updates, sources, conflicts
+
+
+def _show(value):
+    if isinstance(value, str):
+        return value
+    return "(" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + ")"

@@ -1,10 +1,15 @@
 """Run logging: ``log.txt`` in the output folder plus stdout, through the ``logging`` module.
 
-Dassl tees ``sys.stdout`` into ``log.txt``; we attach one file handler and one stdout handler
-to the root logger instead, both writing the bare message, so every module's
-``logging.getLogger(__name__)`` lines (and Python warnings) land in the log unchanged.
-An existing log is never overwritten: like Dassl, the new one gets a
-``-YYYY-mm-dd-HH-MM-SS`` suffix (``log.txt-2024-05-01-12-00-00``).
+Our code logs with ``logging.getLogger(__name__)``: one file handler writes ``log.txt``, one
+console handler writes the terminal, both the bare message (warnings and errors get their level
+in front: ``WARNING: ...``), so Dassl's lines (``* accuracy: X%``, ``Finish training``) read as
+they do in Dassl. Trainer code written for Dassl ``print``s: as Dassl does, ``sys.stdout`` is teed
+into the same ``log.txt``, so those lines reach both the terminal and the log, in order.
+
+One ``log.txt`` per output folder. A second run in the same folder (a resume, or a fresh run
+over an old log) appends to it after a separator line, instead of Dassl's ``log.txt-<date>``:
+CoOp's ``parse_test_res.py`` reads only ``log.txt`` and takes the last result in it, so the
+latest run's numbers are always the ones parsed and no seed is silently dropped.
 """
 import logging
 import os
@@ -16,23 +21,59 @@ from .io import mkdir_if_missing
 _HANDLER_TAG = "_engine_setup_logger"  # marks the handlers we own, so a second call replaces them
 
 
+class LevelFormatter(logging.Formatter):
+    """The bare message for INFO and below; ``LEVEL: message`` for warnings and errors."""
+
+    def format(self, record):
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname}: {text}"
+        return text
+
+
+class StdoutTee:
+    """``sys.stdout`` that also writes to the log file (Dassl's ``Logger``), sharing the file
+    handler's stream and lock so printed lines and logged lines keep their order."""
+
+    def __init__(self, console, file_handler):
+        self.console = console
+        self.file_handler = file_handler
+
+    def write(self, msg):
+        self.console.write(msg)
+        handler = self.file_handler
+        if handler.stream is not None:
+            handler.acquire()
+            try:
+                handler.stream.write(msg)
+                handler.stream.flush()
+            finally:
+                handler.release()
+        return len(msg)
+
+    def flush(self):
+        self.console.flush()
+
+    def isatty(self):
+        return self.console.isatty()
+
+    def fileno(self):
+        return self.console.fileno()
+
+    def __getattr__(self, name):  # encoding, errors, ... of the real stdout
+        return getattr(self.console, name)
+
+
 def _log_path(output):
     if output.endswith(".txt") or output.endswith(".log"):
-        fpath = output
-    else:
-        fpath = os.path.join(output, "log.txt")
-    if os.path.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
-        # two runs started within the same second must not share a file either
-        base, n = fpath, 1
-        while os.path.exists(fpath):
-            n += 1
-            fpath = f"{base}-{n}"
-    return fpath
+        return output
+    return os.path.join(output, "log.txt")
 
 
 def close_logger():
-    """Detach and close the handlers ``setup_logger`` installed; stop capturing warnings."""
+    """Detach and close the handlers ``setup_logger`` installed; restore stdout; stop capturing warnings."""
+    if isinstance(sys.stdout, StdoutTee):
+        sys.stdout = sys.stdout.console
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_TAG, False):
@@ -45,12 +86,13 @@ def setup_logger(output=None):
     """Log to stdout and to a file under ``output``; return the log file path (None without output).
 
     ``output`` ending in ``.txt``/``.log`` is the file itself, otherwise ``<output>/log.txt``.
-    Calling it again (a new run in the same process) replaces the previous handlers.
+    An existing file is appended to, after a separator line naming the time. Calling it again (a
+    new run in the same process) replaces the previous handlers.
     """
     close_logger()
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    formatter = logging.Formatter("%(message)s")
+    formatter = LevelFormatter("%(message)s")
 
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(formatter)
@@ -63,10 +105,16 @@ def setup_logger(output=None):
         folder = os.path.dirname(fpath)
         if folder:
             mkdir_if_missing(folder)
+        earlier = os.path.exists(fpath) and os.path.getsize(fpath) > 0
         file_handler = logging.FileHandler(fpath, mode="a", encoding="utf-8")
         file_handler.setFormatter(formatter)
         setattr(file_handler, _HANDLER_TAG, True)
+        if earlier:  # a resumed run, or a new run over an old log: keep both, newest last
+            rule = "=" * 20
+            file_handler.stream.write(f"\n{rule} new run in this folder, {time.strftime('%Y-%m-%d %H:%M:%S')} {rule}\n")
+            file_handler.flush()
         root.addHandler(file_handler)
+        sys.stdout = StdoutTee(sys.stdout, file_handler)
 
     logging.captureWarnings(True)  # warnings.warn(...) -> logger "py.warnings" -> log.txt
     return fpath

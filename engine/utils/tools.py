@@ -22,6 +22,8 @@ __all__ = [
     "read_image",
     "listdir_nohidden",
     "count_num_param",
+    "collect_env_info",
+    "tolist_if_not",
 ]
 
 
@@ -90,3 +92,16 @@ def read_image(path):
             return img.convert("RGB")  # convert() loads the pixels, so the file can be closed
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"Cannot read image {path} ({e}); the file is corrupt or not an image: replace or remove it.") from e
+
+
+def collect_env_info():
+    """The environment as text for the log (Dassl's helper): torch's report plus Pillow's version."""
+    import PIL
+    from torch.utils.collect_env import get_pretty_env_info
+
+    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+
+
+def tolist_if_not(x):
+    """``x`` as a list (Dassl's helper): a non-list becomes ``[x]``."""
+    return x if isinstance(x, list) else [x]

@@ -58,6 +58,8 @@ def build_parser():
     p.add_argument("--backbone", default="RN50")
     p.add_argument("--prec", default="fp16", choices=("fp16", "fp32", "amp"), help="TRAINER.TaskRes.PREC")
     p.add_argument("--encode-batch-size", type=int, default=256, help="FEATURE_CACHE.ENCODE_BATCH_SIZE")
+    p.add_argument("--threads", type=int, default=1,
+                   help="FEATURE_CACHE.NUM_THREADS (torch CPU threads of the runs; 0 = one per core)")
     p.add_argument("--e2e-epochs", type=int, default=None,
                    help="run end-to-end for this many epochs and extrapolate to --epochs (default: all)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of e2e,cold,warm")
@@ -119,7 +121,7 @@ def train_argv(args, data, mode, epochs):
         "DATALOADER.NUM_WORKERS", args.workers,
         "USE_CUDA", args.device == "cuda",
         "FEATURE_CACHE.ENABLED", mode != "e2e", "FEATURE_CACHE.DIR", os.path.join(args.out, "cache"),
-        "FEATURE_CACHE.ENCODE_BATCH_SIZE", args.encode_batch_size,
+        "FEATURE_CACHE.ENCODE_BATCH_SIZE", args.encode_batch_size, "FEATURE_CACHE.NUM_THREADS", args.threads,
     ]
     if args.views is not None:
         opts += ["FEATURE_CACHE.TRAIN_VIEWS", args.views]
@@ -228,7 +230,8 @@ def report(args, results, gen_s, process_s):
     print(f"\nTaskRes feature-cache benchmark: synthetic ImageNet layout, {args.classes} classes x {args.shots} shots "
           f"({any_r['train_images']} train), {any_r['test_images']} test, {args.size} px JPEGs, {args.backbone} "
           f"(random weights), PREC {args.prec}, {args.epochs} epochs, device {any_r['device_name']}, "
-          f"{args.workers} workers")
+          f"{args.workers} workers, {args.threads or 'default'} torch thread(s), "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if gen_s:
         print(f"data generation: {gen_s:.1f} s")
     print(f"{'mode':<16}{'wall s':>10}{'process s':>11}{'encoded':>11}{'encode s':>10}{'encoder img/s':>15}{'peak GPU MiB':>14}")

@@ -63,17 +63,13 @@ mv_check_common() {
     done
 }
 
-# --backbone only when the user gave it (the config names the backbone otherwise); then its
-# tag joins the folder's cfg part so runs of two backbones never share a folder.
+# --backbone only when the user gave it (BACKBONE_ARG, set by tr_parse_args; the config names the
+# backbone otherwise); then its tag joins the folder's cfg part so runs of two backbones never share a folder.
 mv_backbone_args() {
     MV_BACKBONE=()
     MV_TAG=""
-    local arg
-    for arg in "$@"; do
-        [[ "$arg" == -- ]] && break
-        if [[ "$arg" == --backbone || "$arg" == --backbone=* ]]; then
-            MV_BACKBONE=(--backbone "$BACKBONE")
-            MV_TAG="_$TAG"
-        fi
-    done
+    if [[ -n "${BACKBONE_ARG:-}" ]]; then
+        MV_BACKBONE=(--backbone "$BACKBONE_ARG")
+        MV_TAG="_$(tr_backbone_tag "$BACKBONE_ARG")"
+    fi
 }

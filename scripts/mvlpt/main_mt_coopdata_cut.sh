@@ -26,7 +26,7 @@ for arg in "$@"; do
     [[ "$arg" == -- ]] && break
 done
 tr_parse_args "seeds datasets backbone root output dry-run" "$@"
-mv_backbone_args "$@"
+mv_backbone_args
 ((${#POSITIONAL[@]} == 4)) || tr_die "main_mt_coopdata_cut.sh takes 4 arguments (TRAINER CFG NCTX SHOTS), got ${#POSITIONAL[@]}: run with --help"
 kind=${POSITIONAL[0]} cfg=${POSITIONAL[1]} nctx=${POSITIONAL[2]} shots=${POSITIONAL[3]}
 mv_check_common "$kind" "$cfg" "$nctx" "$shots"

@@ -37,7 +37,7 @@ while (($#)); do
     esac
 done
 tr_parse_args "seeds backbone root output dry-run" ${rest[@]+"${rest[@]}"}
-mv_backbone_args ${rest[@]+"${rest[@]}"}
+mv_backbone_args
 ((${#POSITIONAL[@]} == 5)) || tr_die "main_single_coopdata_cut.sh takes 5 arguments (TRAINER CFG NCTX SHOTS DATASET), got ${#POSITIONAL[@]}: run with --help"
 kind=${POSITIONAL[0]} cfg=${POSITIONAL[1]} nctx=${POSITIONAL[2]} shots=${POSITIONAL[3]} dataset=${POSITIONAL[4]}
 mv_check_common "$kind" "$cfg" "$nctx" "$shots"

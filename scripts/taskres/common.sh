@@ -13,7 +13,8 @@
 #   <OUTPUT>/<dataset>/StrongBase/<tag>_<K>shots/seed1
 #   <OUTPUT>/<dataset>/ZeroshotCLIP/<tag>
 #   <OUTPUT>/dg/<target>/TaskRes/<same run folder name>/seed<S>
-# where tag is the backbone name lower-cased without "/" and "-" (ViT-B/16 -> vitb16).
+# where tag is the backbone name lower-cased without "/" and "-" (ViT-B/16 -> vitb16); the
+# backbone is --backbone when given, else MODEL.BACKBONE.NAME of the run's trainer config.
 # A run is finished when its folder holds results_test.json; finished runs are skipped,
 # unfinished ones are started again (train.py resumes from the last checkpoint).
 
@@ -28,13 +29,20 @@ TR_KNOWN_DATASETS="$TR_ALL_DATASETS $TR_DG_TARGETS fashion_mnist image_folder"
 TR_STRONG_BASE_CFG="adam_lr2e-4_ep50"
 
 TR_FAILED=()
+TR_MAIN_PID=$$
 
 tr_log() {
     printf '[taskres] %s\n' "$*" >&2
 }
 
+# A die inside $(...) runs in a subshell: its exit alone would leave the workflow going on
+# with an empty value, so it also signals the main shell, which then exits 2 as well.
+trap 'exit 2' USR1
 tr_die() {
     printf '[taskres] error: %s\n' "$*" >&2
+    if [[ "$BASHPID" != "$TR_MAIN_PID" ]]; then
+        kill -USR1 "$TR_MAIN_PID" 2>/dev/null || true
+    fi
     exit 2
 }
 
@@ -71,6 +79,43 @@ tr_backbone_tag() {
     tag="${tag//-/}"
     tag="${tag//@/}"
     echo "$tag"
+}
+
+# Path of a trainer config name; a name without a file ends the workflow with the list of names.
+tr_cfg_file() {
+    local dir=$1 cfg=$2
+    if [[ ! -f "$dir/$cfg.yaml" ]]; then
+        local names
+        names=$(cd "$dir" 2>/dev/null && ls -- *.yaml 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ')
+        tr_die "no trainer config '$cfg': $dir/$cfg.yaml does not exist (names there: ${names% })"
+    fi
+    echo "$dir/$cfg.yaml"
+}
+
+# MODEL.BACKBONE.NAME of a yaml config file (empty when it names none).
+tr_cfg_backbone() {
+    awk '
+        /^[^[:space:]#]/ { model = ($1 == "MODEL:"); inbb = 0; next }
+        model && /^[[:space:]]+BACKBONE:[[:space:]]*$/ { inbb = 1; next }
+        inbb && /^[[:space:]]+NAME:/ {
+            sub(/^[[:space:]]+NAME:[[:space:]]*/, ""); sub(/[[:space:]]+#.*$/, ""); gsub(/^["\x27]|["\x27][[:space:]]*$/, "")
+            print; exit
+        }
+    ' "$1"
+}
+
+# Backbone of the runs of a trainer config file: --backbone when given, else the config's
+# MODEL.BACKBONE.NAME (so --cfg adam_lr2e-4_B256_ep200_ViT16 trains ViT-B/16 and says so in
+# the folder name).
+tr_backbone_for() {
+    if [[ -n "$BACKBONE_ARG" ]]; then
+        echo "$BACKBONE_ARG"
+        return
+    fi
+    local name
+    name=$(tr_cfg_backbone "$1")
+    [[ -n "$name" ]] || tr_die "config $1 names no backbone (MODEL.BACKBONE.NAME); pass --backbone NAME, e.g. --backbone RN50"
+    echo "$name"
 }
 
 # Trainer config of a TaskRes run: ImageNet lr 2e-4, the others 2e-3; up to 4 shots
@@ -120,8 +165,9 @@ tr_dg_cfg_for() {
 }
 
 tr_strong_base_file() {
-    local dataset=$1 shots=$2
-    echo "$STRONG_BASE_ROOT/$(tr_dataset_class "$dataset")/${TAG}_${shots}shots/model.pth.tar"
+    local dataset=$1 shots=$2 backbone=$3 cls
+    cls=$(tr_dataset_class "$dataset")
+    echo "$STRONG_BASE_ROOT/$cls/$(tr_backbone_tag "$backbone")_${shots}shots/model.pth.tar"
 }
 
 # Epoch whose checkpoint an evaluation loads: --load-epoch, else OPTIM.MAX_EPOCH among the
@@ -188,8 +234,9 @@ tr_usage_exit() {
 }
 
 # Parse the command line into globals. $1 lists the options this script accepts.
-# Globals: DATASETS SHOTS SEEDS BACKBONE TAG CFG_ARG EVAL_CFG_ARG ALPHA_ARG LOAD_EPOCH_ARG
+# Globals: DATASETS SHOTS SEEDS BACKBONE_ARG CFG_ARG EVAL_CFG_ARG ALPHA_ARG LOAD_EPOCH_ARG
 # TARGETS BASES DRY_RUN DATA OUTPUT STRONG_BASE_ROOT PY EXTRA_OPTS POSITIONAL
+# JOBS GPUS SUBMIT SUBMIT_OPTS (parallel runs, see tr_exec)
 tr_parse_args() {
     local allowed=" $1 "
     shift
@@ -198,7 +245,11 @@ tr_parse_args() {
     SEEDS="$TR_ALL_SEEDS"
     TARGETS="$TR_DG_TARGETS"
     BASES="regular enhanced"
-    BACKBONE=RN50
+    BACKBONE_ARG=""  # empty: each run's backbone comes from its trainer config
+    JOBS=""
+    GPUS=""
+    SUBMIT=""
+    SUBMIT_OPTS=""
     CFG_ARG=""
     EVAL_CFG_ARG=""
     ALPHA_ARG=""
@@ -238,7 +289,11 @@ tr_parse_args() {
             --seeds) SEEDS=$value ;;
             --targets) TARGETS=$value ;;
             --bases) BASES=$value ;;
-            --backbone) BACKBONE=$value ;;
+            --backbone) BACKBONE_ARG=$value ;;
+            --jobs) JOBS=$value ;;
+            --gpus) GPUS=$value ;;
+            --submit) SUBMIT=$value ;;
+            --submit-opts) SUBMIT_OPTS=$value ;;
             --cfg) CFG_ARG=$value ;;
             --eval-cfg) EVAL_CFG_ARG=$value ;;
             --alpha) ALPHA_ARG=$value ;;
@@ -260,9 +315,18 @@ tr_parse_args() {
         tr_die "--alpha '$ALPHA_ARG' is not a number such as 0.5"
     [[ -z "$LOAD_EPOCH_ARG" || "$LOAD_EPOCH_ARG" =~ ^[1-9][0-9]*$ ]] ||
         tr_die "--load-epoch '$LOAD_EPOCH_ARG' is not a positive whole number"
-    [[ "$BACKBONE" =~ ^[A-Za-z0-9/@._-]+$ ]] || tr_die "--backbone '$BACKBONE' is not a backbone name such as RN50 or ViT-B/16"
-    TAG=$(tr_backbone_tag "$BACKBONE")
-    [[ ! -f "$BACKBONE" ]] || BACKBONE=$(tr_abspath "$BACKBONE")  # train.py runs from the repo root
+    [[ -z "$BACKBONE_ARG" || "$BACKBONE_ARG" =~ ^[A-Za-z0-9/@._-]+$ ]] ||
+        tr_die "--backbone '$BACKBONE_ARG' is not a backbone name such as RN50 or ViT-B/16"
+    [[ ! -f "$BACKBONE_ARG" ]] || BACKBONE_ARG=$(tr_abspath "$BACKBONE_ARG")  # train.py runs from the repo root
+    [[ -z "$JOBS" || "$JOBS" =~ ^[1-9][0-9]*$ ]] || tr_die "--jobs '$JOBS' is not a positive whole number"
+    [[ -z "$GPUS" || "$GPUS" =~ ^[0-9]+(,[0-9]+)*$ ]] || tr_die "--gpus '$GPUS' is not a comma-separated list of GPU ids such as 0,1,2,3"
+    [[ -z "$SUBMIT" || "$SUBMIT" == slurm || "$SUBMIT" == local ]] ||
+        tr_die "--submit '$SUBMIT' is not valid (expected slurm, or local to try the submission on this machine)"
+    if [[ -z "$JOBS" ]]; then  # --gpus alone runs one job per GPU
+        local ids=(${GPUS//,/ })
+        JOBS=${#ids[@]}
+        ((JOBS > 0)) || JOBS=1
+    fi
 
     # Settings that name the output folder must come from the options, or two different
     # runs would share one folder and the second would be skipped as finished.
@@ -308,13 +372,24 @@ tr_print_cmd() {
     printf '%s\n' "${out% }"
 }
 
+# True when runs go to scripts/run_jobs.py (--jobs N > 1, --gpus, --submit) instead of
+# running one after the other here.
+tr_queued() {
+    ((!DRY_RUN)) && { ((JOBS > 1)) || [[ -n "$GPUS" || -n "$SUBMIT" ]]; }
+}
+
 # Run one command (or print it under --dry-run). A failure is recorded and reported,
-# and the caller goes on with the next run; returns non-zero on failure.
+# and the caller goes on with the next run; returns non-zero on failure. With --jobs,
+# --gpus or --submit the command is queued instead (returns 0): tr_flush runs the queue.
 tr_exec() {
     local label=$1
     shift
     if ((DRY_RUN)); then
         tr_print_cmd "$@"
+        return 0
+    fi
+    if tr_queued; then
+        tr_enqueue "$label" "$@"
         return 0
     fi
     tr_log "start: $label"
@@ -333,6 +408,40 @@ tr_fail() {  # record a failure that is not a command's exit status
     TR_FAILED+=("$1")
 }
 
+# Queue of runs for tr_flush: one file per run, its label on the first line and then its
+# argv NUL-separated (arguments may hold any character but NUL).
+tr_enqueue() {
+    if [[ -z "${TR_QUEUE:-}" ]]; then
+        TR_QUEUE=$(mktemp -d "${TMPDIR:-/tmp}/taskres-queue.XXXXXX")
+        trap 'rm -rf "$TR_QUEUE"' EXIT
+        TR_QUEUED=0
+    fi
+    local file
+    printf -v file '%s/%06d.run' "$TR_QUEUE" "$TR_QUEUED"
+    { printf '%s\n' "$1"; shift; printf '%s\0' "$@"; } >"$file"
+    TR_QUEUED=$((TR_QUEUED + 1))
+}
+
+# Run the queued runs side by side (or on the cluster) and wait for all of them: a barrier,
+# so train_enhance.sh makes every base before the runs that need it. The runner's python is
+# $TR_RUNNER_PYTHON, else the workflow's python (it needs submitit only for --submit).
+tr_flush() {
+    [[ -n "${TR_QUEUE:-}" ]] && ((TR_QUEUED > 0)) || return 0
+    local runner=${TR_RUNNER_PYTHON:-$PY} failed="$TR_QUEUE/failed" label
+    local args=(scripts/run_jobs.py --queue "$TR_QUEUE" --jobs "$JOBS" --log-dir "$OUTPUT/jobs" --failed "$failed")
+    [[ -n "$GPUS" ]] && args+=(--gpus "$GPUS")
+    [[ -n "$SUBMIT" ]] && args+=(--submit "$SUBMIT")
+    [[ -n "$SUBMIT_OPTS" ]] && args+=(--submit-opts "$SUBMIT_OPTS")
+    : >"$failed"
+    "$runner" "${args[@]}" || [[ -s "$failed" ]] ||
+        tr_die "the run scheduler scripts/run_jobs.py failed (see above); finished runs are kept, run the same command again"
+    while IFS= read -r label; do
+        [[ -n "$label" ]] && TR_FAILED+=("$label")
+    done <"$failed"
+    rm -f "$TR_QUEUE"/*.run
+    TR_QUEUED=0
+}
+
 tr_finished() {
     [[ -f "$1/results_test.json" ]]
 }
@@ -341,10 +450,12 @@ tr_finished() {
 # base is regular or enhanced; enhance is "none" or the enhanced-base file.
 tr_taskres_runs() {
     local dataset=$1 shots=$2 base=$3 enhance=$4
-    local cfg alpha name seed dir
+    local cfg alpha name seed dir cfg_file backbone
     cfg=$(tr_cfg_for "$dataset" "$shots")
+    cfg_file=$(tr_cfg_file configs/trainers/TaskRes "$cfg")
+    backbone=$(tr_backbone_for "$cfg_file")
     alpha=$(tr_alpha_for "$dataset")
-    name=$(tr_run_name "$cfg" "$TAG" "$base" "$alpha" "$shots")
+    name=$(tr_run_name "$cfg" "$(tr_backbone_tag "$backbone")" "$base" "$alpha" "$shots")
     for seed in $SEEDS; do
         dir="$OUTPUT/$dataset/TaskRes/$name/seed$seed"
         if tr_finished "$dir"; then
@@ -357,38 +468,46 @@ tr_taskres_runs() {
             --seed "$seed" \
             --trainer TaskRes \
             --dataset-config-file "configs/datasets/$dataset.yaml" \
-            --config-file "configs/trainers/TaskRes/$cfg.yaml" \
+            --config-file "$cfg_file" \
             --output-dir "$dir" \
             --enhanced-base "$enhance" \
-            --backbone "$BACKBONE" \
+            --backbone "$backbone" \
             DATASET.NUM_SHOTS "$shots" \
             TRAINER.TaskRes.RESIDUAL_SCALE "$alpha" \
             ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} || true
     done
 }
 
+# Backbone of the TaskRes runs of (dataset, shots): --backbone, else their config's.
+tr_run_backbone() {
+    local cfg_file
+    cfg_file=$(tr_cfg_file configs/trainers/TaskRes "$(tr_cfg_for "$1" "$2")")
+    tr_backbone_for "$cfg_file"
+}
+
 # True when some seed of a TaskRes (dataset, shots, base) still has to run.
 tr_taskres_pending() {
-    local dataset=$1 shots=$2 base=$3 cfg alpha name seed
+    local dataset=$1 shots=$2 base=$3 cfg alpha name seed backbone
     cfg=$(tr_cfg_for "$dataset" "$shots")
+    backbone=$(tr_run_backbone "$dataset" "$shots")
     alpha=$(tr_alpha_for "$dataset")
-    name=$(tr_run_name "$cfg" "$TAG" "$base" "$alpha" "$shots")
+    name=$(tr_run_name "$cfg" "$(tr_backbone_tag "$backbone")" "$base" "$alpha" "$shots")
     for seed in $SEEDS; do
         tr_finished "$OUTPUT/$dataset/TaskRes/$name/seed$seed" || return 0
     done
     return 1
 }
 
-# Produce the enhanced base of (dataset, shots) unless its file exists. Returns non-zero
-# when it is still missing afterwards (under --dry-run: never).
+# Produce the enhanced base of (dataset, shots) for a backbone unless its file exists.
+# Returns non-zero when it is still missing afterwards (under --dry-run or queued: never).
 tr_strong_base() {
-    local dataset=$1 shots=$2 file dir
-    file=$(tr_strong_base_file "$dataset" "$shots")
+    local dataset=$1 shots=$2 backbone=$3 file dir
+    file=$(tr_strong_base_file "$dataset" "$shots" "$backbone")
     if [[ -f "$file" ]]; then
         tr_log "skip (exists): $file"
         return 0
     fi
-    dir="$OUTPUT/$dataset/StrongBase/${TAG}_${shots}shots/seed1"
+    dir="$OUTPUT/$dataset/StrongBase/$(tr_backbone_tag "$backbone")_${shots}shots/seed1"
     local sb_opts=()
     [[ -n "$STRONG_BASE_OPTS" ]] && read -r -a sb_opts <<<"$STRONG_BASE_OPTS"
     tr_exec "StrongBase $dataset ${shots}-shot -> $file" \
@@ -399,12 +518,12 @@ tr_strong_base() {
         --dataset-config-file "configs/datasets/$dataset.yaml" \
         --config-file "configs/trainers/StrongBase/$TR_STRONG_BASE_CFG.yaml" \
         --output-dir "$dir" \
-        --backbone "$BACKBONE" \
+        --backbone "$backbone" \
         DATASET.NUM_SHOTS "$shots" \
         STRONG_BASE.ROOT "$STRONG_BASE_ROOT" \
         ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} \
         ${sb_opts[@]+"${sb_opts[@]}"} || return 1
-    if ((!DRY_RUN)) && [[ ! -f "$file" ]]; then
+    if ((!DRY_RUN)) && ! tr_queued && [[ ! -f "$file" ]]; then
         tr_fail "StrongBase $dataset ${shots}-shot finished but did not write $file"
         return 1
     fi
@@ -414,8 +533,9 @@ tr_strong_base() {
 # Evaluate the checkpoints MODELDIR/seed<S> on a target dataset for every seed in SEEDS,
 # writing to OUTDIR/seed<S>.
 tr_eval_runs() {
-    local target=$1 cfg=$2 outdir=$3 modeldir=$4 alpha=$5 enhance=$6 epoch=$7
-    local seed dir mdir ckpt
+    local target=$1 cfg=$2 outdir=$3 modeldir=$4 alpha=$5 enhance=$6 epoch=$7 backbone=$8
+    local seed dir mdir ckpt cfg_file
+    cfg_file=$(tr_cfg_file configs/trainers/TaskRes "$cfg")
     for seed in $SEEDS; do
         dir="$outdir/seed$seed"
         mdir="$modeldir/seed$seed"
@@ -434,13 +554,13 @@ tr_eval_runs() {
             --seed "$seed" \
             --trainer TaskRes \
             --dataset-config-file "configs/datasets/$target.yaml" \
-            --config-file "configs/trainers/TaskRes/$cfg.yaml" \
+            --config-file "$cfg_file" \
             --output-dir "$dir" \
             --model-dir "$mdir" \
             --load-epoch "$epoch" \
             --eval-only \
             --enhanced-base "$enhance" \
-            --backbone "$BACKBONE" \
+            --backbone "$backbone" \
             TRAINER.TaskRes.RESIDUAL_SCALE "$alpha" \
             ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} || true
     done
@@ -448,9 +568,11 @@ tr_eval_runs() {
 
 # Zero-shot CLIP on one dataset (no seeds, no shots).
 tr_zeroshot_run() {
-    local dataset=$1 cfg dir
+    local dataset=$1 cfg dir cfg_file backbone
     cfg=$(tr_cfg_for "$dataset" 1)
-    dir="$OUTPUT/$dataset/ZeroshotCLIP/$TAG"
+    cfg_file=$(tr_cfg_file configs/trainers/TaskRes "$cfg")
+    backbone=$(tr_backbone_for "$cfg_file")
+    dir="$OUTPUT/$dataset/ZeroshotCLIP/$(tr_backbone_tag "$backbone")"
     if tr_finished "$dir"; then
         tr_log "skip (finished): $dir"
         return 0
@@ -460,15 +582,16 @@ tr_zeroshot_run() {
         --root "$DATA" \
         --trainer ZeroshotCLIP \
         --dataset-config-file "configs/datasets/$dataset.yaml" \
-        --config-file "configs/trainers/TaskRes/$cfg.yaml" \
+        --config-file "$cfg_file" \
         --output-dir "$dir" \
-        --backbone "$BACKBONE" \
+        --backbone "$backbone" \
         --eval-only \
         ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} || true
 }
 
 # Report the failed runs and exit: 0 when all succeeded, 1 otherwise.
 tr_finish() {
+    tr_flush
     if ((${#TR_FAILED[@]})); then
         tr_log "${#TR_FAILED[@]} run(s) failed:"
         local f

@@ -18,8 +18,13 @@ options:
   --load-epoch N          checkpoint epoch (default: OPTIM.MAX_EPOCH of the extra opts, else of CFG)
   --alpha A               residual scale the checkpoints were trained with (default 0.5)
   --enhanced-base FILE    the enhanced base the checkpoints were trained on (default none)
-  --backbone NAME         CLIP backbone (default RN50)
+  --backbone NAME         CLIP backbone (default: CFG's)
   --root DIR              dataset root (default \$DATA)
+  --jobs N                runs side by side on this machine (default 1; see README "Scale-out")
+  --gpus 0,1,...          pin each parallel run to one of these GPUs, round-robin
+                          (CUDA_VISIBLE_DEVICES); --gpus alone runs one per GPU
+  --submit slurm          one Slurm job per run through submitit (local: try it here)
+  --submit-opts \"K=V ..\"  submitit parameters, e.g. \"slurm_partition=gpu timeout_min=600\"
   --dry-run               print the train.py commands instead of running them"
 
 # --enhanced-base is this script's own option; take it out before the shared parser.
@@ -35,7 +40,7 @@ while (($#)); do
 done
 [[ "$enhance" == none || "$enhance" == /* ]] || enhance=$(tr_abspath "$enhance")
 
-tr_parse_args "seeds load-epoch alpha backbone root dry-run" "${args[@]+"${args[@]}"}"
+tr_parse_args "seeds load-epoch alpha backbone root jobs gpus submit submit-opts dry-run" "${args[@]+"${args[@]}"}"
 ((${#POSITIONAL[@]} == 4)) || tr_die "eval.sh takes 4 arguments (TARGET CFG OUTDIR MODELDIR), got ${#POSITIONAL[@]}: run with --help"
 target=${POSITIONAL[0]}
 cfg=${POSITIONAL[1]}
@@ -46,5 +51,7 @@ modeldir=${POSITIONAL[3]}
 [[ "$outdir" == /* ]] || outdir="$OLDPWD/$outdir"
 [[ "$modeldir" == /* ]] || modeldir="$OLDPWD/$modeldir"
 
-tr_eval_runs "$target" "$cfg" "$outdir" "$modeldir" "${ALPHA_ARG:-0.5}" "$enhance" "$(tr_max_epoch "$cfg")"
+backbone=$(tr_backbone_for "$(tr_cfg_file configs/trainers/TaskRes "$cfg")")
+epoch=$(tr_max_epoch "$cfg")
+tr_eval_runs "$target" "$cfg" "$outdir" "$modeldir" "${ALPHA_ARG:-0.5}" "$enhance" "$epoch" "$backbone"
 tr_finish

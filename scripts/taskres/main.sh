@@ -14,9 +14,10 @@ TR_USAGE="usage: [DATA=/datasets] [OUTPUT=./output] bash scripts/taskres/main.sh
   SCALE    residual scale alpha
 Writes <OUTPUT>/<DATASET>/TaskRes/<CFG>_<backbone>_<regular|enhanced>-base_alpha<SCALE>_<SHOTS>shots/seed<S>.
 
-options: --seeds \"1 2 3\", --backbone NAME, --root DIR, --output DIR, --dry-run"
+options: --seeds \"1 2 3\", --backbone NAME (default: CFG's), --root DIR, --output DIR,
+         --jobs N, --gpus 0,1,..., --submit slurm|local, --submit-opts \"K=V ...\", --dry-run"
 
-tr_parse_args "seeds backbone root output dry-run" "$@"
+tr_parse_args "seeds backbone root output jobs gpus submit submit-opts dry-run" "$@"
 ((${#POSITIONAL[@]} == 5)) || tr_die "main.sh takes 5 arguments (DATASET CFG ENHANCE SHOTS SCALE), got ${#POSITIONAL[@]}: run with --help"
 dataset=${POSITIONAL[0]}
 CFG_ARG=${POSITIONAL[1]}
