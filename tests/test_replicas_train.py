@@ -63,3 +63,22 @@ def test_every_registered_trainer_runs_on_a_replica(tmp_path, name):
               "DATASET.NUM_SHOTS", 2, *[o.format(tmp=tmp_path) for o in opts])
     acc = accuracies(out / "log.txt")
     assert len(acc) == 1 and 0.0 <= acc[0] <= 100.0
+
+
+# Trainers whose loop is epochs of batches with an OPTIM schedule: Dassl's convention is that the
+# trainer steps the scheduler at each epoch's last batch (after_epoch does not), so after E epochs
+# every registered scheduler has stepped exactly E times. (Tip-Adapter-F steps per iteration, as
+# its original does; the fit-once and training-free trainers have no epoch loop.)
+EPOCH_SCHEDULED = ["TaskRes", "StrongBase", "CLIP_Adapter", "CoOp", "CoCoOp", "MVLPT"]
+
+
+@pytest.mark.parametrize("name", EPOCH_SCHEDULED)
+def test_epoch_trainers_step_the_lr_once_per_epoch(tmp_path, name):
+    flags, opts = TRAINER_ARGS[name]
+    root = build_replica("ImageFolder", tmp_path / "data")
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset="ImageFolder", epochs=3)
+    trainer = run_train("--root", root, "--seed", 1, "--trainer", name, "--config-file", cfg,
+                        "--output-dir", tmp_path / "out", *flags, "DATASET.NUM_SHOTS", 2,
+                        *[o.format(tmp=tmp_path) for o in opts])
+    scheds = [s for s in trainer._scheds.values() if s is not None]
+    assert scheds and all(s.last_epoch == 3 for s in scheds), [s.last_epoch for s in scheds]

@@ -94,17 +94,10 @@ class CLIP_Adapter(FrozenCLIPTrainer):  # noqa: N801 - the original's registered
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
-        if self.prec == "amp":
-            with torch.autocast(self.device.type):
-                output = self.model(inputs)
-                loss = F.cross_entropy(output.float(), label)
-            self.optim.zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
+
+        def loss_fn():
             output = self.model(inputs)
-            loss = F.cross_entropy(output.float(), label)
-            self.model_backward_and_update(loss)
+            return F.cross_entropy(output.float(), label), output
+
+        loss, output = self.step(loss_fn)  # Dassl's convention: the LR steps at the last batch
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}

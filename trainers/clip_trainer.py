@@ -271,6 +271,25 @@ class FrozenCLIPTrainer(TrainerX):
             self.optim, self.sched = optim, sched  # Dassl trainers with one module use these names
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
 
+    def step(self, loss_fn):
+        """One optimisation step of ``loss_fn() -> (loss, output)`` in this trainer's precision
+        (amp: autocast + GradScaler), then Dassl's LR convention: the scheduler steps at the
+        epoch's last batch. Returns (loss, output)."""
+        if self.prec == "amp":
+            with torch.autocast(self.device.type):
+                loss, output = loss_fn()
+            self.optim.zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            loss, output = loss_fn()
+            self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return loss, output
+
     def swap_loaders(self):
         """Replace the image loaders by feature loaders, unless the cache is off (end-to-end mode)."""
         if self.feature_source.store is None:

@@ -293,27 +293,10 @@ def adapt_prompt_state_dict(module, state_dict, path_hint=""):
 
 
 class PromptTrainer(FrozenCLIPTrainer):
-    """What CoOp and CoCoOp share: amp/fp32 step, the LR stepped at the last batch (Dassl's
-    convention, as the originals do), checkpoint adaptation, text features computed once per test."""
+    """What CoOp and CoCoOp share: the prompt learner's registration, checkpoint adaptation, text
+    features computed once per test (the step and its LR convention are the base's ``step``)."""
 
     reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
-
-    def step(self, loss_fn):
-        """One optimisation step of ``loss_fn() -> (loss, output or None)``; returns both."""
-        if self.prec == "amp":
-            with torch.autocast(self.device.type):
-                loss, output = loss_fn()
-            self.optim.zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            loss, output = loss_fn()
-            self.model_backward_and_update(loss)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return loss, output
 
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""
