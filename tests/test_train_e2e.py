@@ -105,6 +105,27 @@ def test_enhanced_base_is_used_in_fp32(setup):
     assert a.shape == b.shape and not torch.allclose(a, b)
 
 
+def test_enhanced_run_evaluates_and_resumes_without_its_base_file(setup):
+    """The checkpoint holds the (enhanced) base: eval-only and resume need no strong_base file; a
+    fresh training run does, and says so in one sentence."""
+    data, cfg, tmp = setup
+    probe = run_train(*taskres_args(data, cfg, tmp / "probe", "OPTIM.MAX_EPOCH", 1))
+    width, dim = probe.clip_model.text_projection.shape
+    torch.manual_seed(1)
+    base_file = tmp / "strong_base" / "model.pth.tar"
+    base_file.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"weight": torch.randn(dim, width)}, "epoch": 50}, base_file)
+    trained = run_train("--enhanced-base", base_file, *taskres_args(data, cfg, tmp / "enh", "OPTIM.MAX_EPOCH", 2))
+    base_file.rename(tmp / "moved.pth.tar")  # the file is gone (moved, another machine)
+    evaluated = run_train("--enhanced-base", base_file, "--eval-only", "--model-dir", tmp / "enh", "--load-epoch", 2,
+                          *taskres_args(data, cfg, tmp / "eval"))
+    torch.testing.assert_close(evaluated.model.prompt_learner.base_text_features,
+                               trained.model.prompt_learner.base_text_features)
+    assert accuracies(tmp / "eval" / "log.txt")[-1] == accuracies(tmp / "enh" / "log.txt")[-1]
+    with pytest.raises(CheckpointError, match=r"Enhanced base .*model.pth.tar not found; produce it"):
+        run_train("--enhanced-base", base_file, *taskres_args(data, cfg, tmp / "fresh", "OPTIM.MAX_EPOCH", 1))
+
+
 def test_config_merge_order(setup, tmp_path):
     import train
 

@@ -48,12 +48,16 @@ def extend_cfg(cfg):
         unused_key(f"TRAINER.TaskRes.{key}", cfg.TRAINER.TaskRes[key], "the original TaskRes defines it but never reads it")
 
 
+def enhanced_base_missing(path):
+    return CheckpointError(
+        f"Enhanced base {path} not found; produce it with scripts/taskres/strong_base.sh (or download it) "
+        "or pass --enhanced-base none.")
+
+
 def load_enhanced_projection(path, width, embed_dim):
     """The tuned text projection [width, embed_dim] of an enhanced-base file (nn.Linear weight, transposed)."""
     if not os.path.isfile(path):
-        raise CheckpointError(
-            f"Enhanced base {path} not found; produce it with scripts/taskres/strong_base.sh (or download it) "
-            "or pass --enhanced-base none.")
+        raise enhanced_base_missing(path)
     checkpoint = load_checkpoint(path)
     weight = checkpoint.get("state_dict", {}).get("weight") if isinstance(checkpoint, dict) else None
     if weight is None:
@@ -133,10 +137,18 @@ class TaskRes(FrozenCLIPTrainer):
         classnames = self.dm.dataset.classnames
         projection = None
         enhanced = tcfg.ENHANCED_BASE
+        self._base_needs = None  # an enhanced-base file that is missing: a checkpoint must bring the base
         if enhanced and enhanced.lower() != "none":
-            width = clip_model.text_projection.shape[0]
-            projection = load_enhanced_projection(enhanced, width, clip_model.embed_dim)
-            logger.info("Using the enhanced base from %s", enhanced)
+            if os.path.isfile(enhanced):
+                width = clip_model.text_projection.shape[0]
+                projection = load_enhanced_projection(enhanced, width, clip_model.embed_dim)
+                logger.info("Using the enhanced base from %s", enhanced)
+            else:
+                # A trained run's checkpoint holds its base (buffer base_text_features), so
+                # evaluating or resuming it needs no file; a fresh training run does (before_train).
+                self._base_needs = enhanced
+                logger.warning("Enhanced base %s not found: the base comes from the checkpoint loaded next "
+                               "(--model-dir or resume); training from scratch needs the file", enhanced)
         logger.info("Building the base classifier (%d classes)", len(classnames))
         base = build_base_text_features(clip_model, classnames, cfg.DATASET.NAME, projection).to(self.dtype)
 
@@ -145,6 +157,16 @@ class TaskRes(FrozenCLIPTrainer):
 
     def trainable_modules(self):
         return {"prompt_learner": self.model.prompt_learner}
+
+    def load_model(self, directory, epoch=None):
+        super().load_model(directory, epoch)
+        if directory:
+            self._base_needs = None  # the checkpoint's base_text_features replaced the placeholder
+
+    def before_train(self):
+        super().before_train()  # resumes from the last checkpoint (base included) when there is one
+        if self._base_needs and self.start_epoch == 0:
+            raise enhanced_base_missing(self._base_needs)
 
     def forward_backward(self, batch):
         inputs, label = self.parse_batch_train(batch)
