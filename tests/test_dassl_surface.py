@@ -192,3 +192,54 @@ def test_trainer_xu_iterates_both_loaders_by_count_iter(tmp_path):
     trainer.run_epoch()
     # train_u (3 batches of 2) sets the epoch's length; train_x (batches of 4) restarts as needed
     assert trainer.seen == [(4, 2)] * 3
+
+
+# ---- a CoOp-idiom trainer file, imports renamed only, through --trainer-dir ----------------------
+COOP_IDIOM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coop_idiom")
+
+
+def test_a_coop_idiom_trainer_file_runs_from_trainer_dir_as_our_coop(tmp_path, monkeypatch):
+    """tests/coop_idiom/prompt_tuning.py is written as CoOp's trainers/coop.py is (OpenAI's clip:
+    `clip._MODELS`, `clip._download`, `clip.build_model`, `transformer` on (L, N, D); Dassl's
+    TrainerX, `update_lr()` at the last batch, `print`, `cfg.TRAINER.COOP`, no extend_cfg of its own)
+    with only `dassl` renamed to `engine`. Loaded with --trainer-dir it replaces our CoOp and ends
+    where our CoOp ends on the same run (end to end, fp32), and evaluates its own checkpoint again."""
+    import torch
+
+    from clip.weights import CACHE_ENV
+    from clip_fixtures import save_tiny_clip
+    from engine import TRAINER_REGISTRY
+    from helpers import accuracies, write_tiny_config
+
+    monkeypatch.setattr(TRAINER_REGISTRY, "_obj_map", dict(TRAINER_REGISTRY._obj_map))  # ours back afterwards
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "clip_cache"))
+    os.makedirs(tmp_path / "clip_cache")
+    # where clip._download looks for OpenAI's ViT-B/32, with fp16 matrices as OpenAI's release stores them
+    save_tiny_clip(tmp_path / "clip_cache" / "ViT-B-32.pt", vision="vit", half=True)
+    data = make_image_folder(tmp_path / "data")
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", "ViT-B/32", epochs=2, batch=4)
+    opts = ("DATASET.NUM_SHOTS", 4, "TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32",
+            "OPTIM.NAME", "sgd", "OPTIM.LR", 0.05, "FEATURE_CACHE.ENABLED", False)
+    common = ("--root", data, "--seed", 1, "--trainer", "CoOp", "--config-file", cfg)
+
+    ours = run_train(*common, "--output-dir", tmp_path / "ours", *opts)
+    ported = run_train(*common, "--trainer-dir", COOP_IDIOM_DIR, "--output-dir", tmp_path / "ported", *opts)
+    assert type(ported).__module__.endswith(".prompt_tuning") and type(ours).__module__ == "trainers.coop"
+    log = (tmp_path / "ported" / "log.txt").read_text()
+    for printed in ('Initial context: "a photo of a"', "Building custom CLIP"):  # its prints reach log.txt
+        assert printed in log
+    assert ported.sched.last_epoch == 2  # one LR step per epoch, at its last batch
+    import clip
+
+    with torch.no_grad():
+        start = ours.clip_model.token_embedding(clip.tokenize("a photo of a"))[0, 1:5]
+    moved = (ported.model.prompt_learner.ctx - start).abs().max().item()
+    apart = (ported.model.prompt_learner.ctx - ours.model.prompt_learner.ctx).abs().max().item()
+    print(f"context moved {moved:.3g}, the two trainers' contexts differ by {apart:.3g}")
+    assert moved > 1e-2 and apart < 1e-3 * moved  # the same steps; ours batches the text side differently
+    trained = accuracies(tmp_path / "ported" / "log.txt")
+    assert trained == accuracies(tmp_path / "ours" / "log.txt")
+
+    run_train(*common, "--trainer-dir", COOP_IDIOM_DIR, "--output-dir", tmp_path / "eval", "--eval-only",
+              "--model-dir", tmp_path / "ported", "--load-epoch", 2, *opts)
+    assert accuracies(tmp_path / "eval" / "log.txt") == trained
