@@ -5,6 +5,7 @@ import os
 import pytest
 
 import dassl_toys
+import trainers  # noqa: F401  (ours register now, not inside a test's patched registry)
 from helpers import make_image_folder, run_train
 
 
