@@ -155,9 +155,10 @@ def test_image_variant_trains_and_evaluates_through_train_py(tmp_path):
     torch.testing.assert_close(evaluated.model_inference(feats), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the fp16 -> fp32 fallback is for CPU runs")
 def test_fp16_on_cpu_warns_in_the_log_and_runs_fp32(tmp_path):
-    trainer = taskres_run(tmp_path, "out", "DATASET.NUM_SHOTS", 2, "TRAINER.TaskRes.PREC", "fp16", epochs=1)
+    trainer = taskres_run(tmp_path, "out", "DATASET.NUM_SHOTS", 2, "TRAINER.TaskRes.PREC", "fp16", "USE_CUDA", False,
+                          epochs=1)  # on the CPU even where a GPU exists
+    assert trainer.device.type == "cpu"
     assert trainer.prec == "fp32"
     assert trainer.clip_model.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in trainer.clip_model.parameters())
