@@ -4,9 +4,13 @@ Invariants: an initial context of "a photo of a" gives zero-shot CLIP's logits f
 template (with the class token at the end, middle or front: the prompt's words in that order);
 cached image features train exactly like the end-to-end loop when views = epochs; the state
 dict keys are the original's and a wrong key is named; both train and evaluate through
-train.py on a replica; bad config values are one sentence.
+train.py on a replica; both resume after SIGKILL to the uninterrupted run's result; bad config
+values are one sentence.
 """
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +19,8 @@ import clip
 from dataset_replicas import REPLICA_NAMES, REPLICA_OPTS, build_replica
 from engine.errors import CheckpointError, ConfigError
 from engine.utils.checkpoint import load_checkpoint
-from helpers import accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+from test_methods_train import CHILD, final_state, last_epoch  # the child that SIGKILLs itself at the Nth call
 from trainers import cocoop, coop
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
@@ -151,12 +156,16 @@ def setup(tmp_path):
     return data, cfg, tmp_path
 
 
+def tiny_args(setup, out, trainer, *opts, extra=()):
+    data, cfg, _ = setup
+    return ["--root", data, "--seed", 1, "--trainer", trainer, "--config-file", cfg, "--output-dir", out,
+            *extra, "DATASET.NUM_SHOTS", 4, "TRAINER.COOP.N_CTX", 4, "TRAINER.COCOOP.N_CTX", 2,
+            "OPTIM.NAME", "sgd", *opts]
+
+
 def train(setup, name, trainer, *opts, extra=()):
-    data, cfg, tmp = setup
-    out = tmp / name
-    return run_train("--root", data, "--seed", 1, "--trainer", trainer, "--config-file", cfg, "--output-dir", out,
-                     *extra, "DATASET.NUM_SHOTS", 4, "TRAINER.COOP.N_CTX", 4, "TRAINER.COCOOP.N_CTX", 2,
-                     "OPTIM.NAME", "sgd", *opts), out
+    out = setup[2] / name
+    return run_train(*tiny_args(setup, out, trainer, *opts, extra=extra)), out
 
 
 @pytest.mark.parametrize("trainer", ["CoOp", "CoCoOp"])
@@ -173,6 +182,29 @@ def test_cached_features_train_like_the_end_to_end_loop(setup, trainer):
                      "OPTIM.WARMUP_EPOCH", 0)
     assert (cached.model.prompt_learner.ctx - fresh.model.prompt_learner.ctx).abs().max() > 1e-4  # it trained
     assert len(accuracies(out / "log.txt")) == 1
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "CoCoOp"])
+def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_run(setup, trainer):
+    """Killed in epoch 3 (3 epochs of 3 batches), the same command resumes from epoch 2's checkpoint
+    and ends with the uninterrupted run's prompt learner and accuracy."""
+    reference, out = setup[2] / "reference", setup[2] / "killed"
+    resume_every_epoch = ("TRAIN.RESUME_SAVE_SECONDS", 0)
+    run_train(*tiny_args(setup, reference, trainer, *resume_every_epoch))
+    target = f"trainers.{trainer.lower()}.{trainer}:forward_backward"
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(root=ROOT), target, "8",
+                           *map(str, tiny_args(setup, out, trainer, *resume_every_epoch))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert "epoch [3/3] batch [1/3]" in (out / "log.txt").read_text()  # it died inside epoch 3
+    run_train(*tiny_args(setup, out, trainer, *resume_every_epoch))
+    assert last_epoch(out, "prompt_learner") == last_epoch(reference, "prompt_learner") == 3
+    resumed = (out / "log.txt").read_text().rsplit("new run in this folder", 1)[1]  # appended after a separator
+    assert "Previous epoch: 2" in resumed and "epoch [2/3]" not in resumed and "epoch [3/3]" in resumed
+    assert accuracies(out / "log.txt")[-1] == accuracies(reference / "log.txt")[-1]
+    state = [final_state(d, "prompt_learner") for d in (reference, out)]
+    assert state[0].keys() == state[1].keys()
+    assert all(torch.equal(state[0][k], state[1][k]) for k in state[0])
 
 
 @pytest.mark.parametrize("trainer, keys", [

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import dassl_toys
+import trainers  # noqa: F401  (ours register now, not inside a test's patched registry)
 from helpers import make_image_folder, run_train
 
 
@@ -192,3 +193,92 @@ def test_trainer_xu_iterates_both_loaders_by_count_iter(tmp_path):
     trainer.run_epoch()
     # train_u (3 batches of 2) sets the epoch's length; train_x (batches of 4) restarts as needed
     assert trainer.seen == [(4, 2)] * 3
+
+
+# ---- a CoOp-idiom trainer file, imports renamed only, through --trainer-dir ----------------------
+COOP_IDIOM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coop_idiom")
+
+
+@pytest.fixture
+def coop_idiom(tmp_path, monkeypatch):
+    """OpenAI's ViT-B/32 file where clip._download looks (a tiny CLIP with fp16 matrices, as OpenAI's
+    release stores them), an image folder, a tiny config, a copy of tests/coop_idiom (a folder is
+    imported once per process, and the registry is restored after each test)."""
+    import shutil
+
+    from clip.weights import CACHE_ENV
+    from clip_fixtures import save_tiny_clip
+    from engine import TRAINER_REGISTRY
+    from helpers import write_tiny_config
+
+    monkeypatch.setattr(TRAINER_REGISTRY, "_obj_map", dict(TRAINER_REGISTRY._obj_map))  # ours back afterwards
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "clip_cache"))
+    os.makedirs(tmp_path / "clip_cache")
+    save_tiny_clip(tmp_path / "clip_cache" / "ViT-B-32.pt", vision="vit", half=True)
+    data = make_image_folder(tmp_path / "data")
+    folder = shutil.copytree(COOP_IDIOM_DIR, tmp_path / "coop_idiom")
+    return data, write_tiny_config(tmp_path / "cfg.yaml", "ViT-B/32", epochs=2, batch=4), folder
+
+
+def test_a_coop_idiom_trainer_file_runs_from_trainer_dir_as_our_coop(coop_idiom, tmp_path):
+    """tests/coop_idiom/prompt_tuning.py is written as CoOp's trainers/coop.py is (OpenAI's clip:
+    `clip._MODELS`, `clip._download`, `clip.build_model`, `transformer` on (L, N, D); Dassl's
+    TrainerX, `update_lr()` at the last batch, `print`, `cfg.TRAINER.COOP`, no extend_cfg of its own)
+    with only `dassl` renamed to `engine`. Loaded with --trainer-dir it replaces our CoOp and ends
+    where our CoOp ends on the same run (end to end, fp32), and evaluates its own checkpoint again."""
+    import torch
+
+    from helpers import accuracies
+
+    data, cfg, folder = coop_idiom
+    opts = ("DATASET.NUM_SHOTS", 4, "TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32",
+            "OPTIM.NAME", "sgd", "OPTIM.LR", 0.05, "FEATURE_CACHE.ENABLED", False)
+    common = ("--root", data, "--seed", 1, "--trainer", "CoOp", "--config-file", cfg)
+
+    ours = run_train(*common, "--output-dir", tmp_path / "ours", *opts)
+    ported = run_train(*common, "--trainer-dir", folder, "--output-dir", tmp_path / "ported", *opts)
+    assert type(ported).__module__.endswith(".prompt_tuning") and type(ours).__module__ == "trainers.coop"
+    log = (tmp_path / "ported" / "log.txt").read_text()
+    for printed in ('Initial context: "a photo of a"', "Building custom CLIP"):  # its prints reach log.txt
+        assert printed in log
+    assert ported.sched.last_epoch == 2  # one LR step per epoch, at its last batch
+    import clip
+
+    with torch.no_grad():
+        start = ours.clip_model.token_embedding(clip.tokenize("a photo of a"))[0, 1:5]
+    moved = (ported.model.prompt_learner.ctx - start).abs().max().item()
+    apart = (ported.model.prompt_learner.ctx - ours.model.prompt_learner.ctx).abs().max().item()
+    print(f"context moved {moved:.3g}, the two trainers' contexts differ by {apart:.3g}")
+    assert moved > 1e-2 and apart < 1e-3 * moved  # the same steps; ours batches the text side differently
+    trained = accuracies(tmp_path / "ported" / "log.txt")
+    assert trained == accuracies(tmp_path / "ours" / "log.txt")
+
+    run_train(*common, "--trainer-dir", folder, "--output-dir", tmp_path / "eval", "--eval-only",
+              "--model-dir", tmp_path / "ported", "--load-epoch", 2, *opts)
+    assert accuracies(tmp_path / "eval" / "log.txt") == trained
+
+
+def test_a_zsclip_idiom_file_evaluates_from_trainer_dir_without_model_dir(coop_idiom, tmp_path):
+    """tests/coop_idiom/zero_shot.py, in the idiom of CoOp's trainers/zsclip.py (a relative import of
+    its sibling, fp16 CLIP as build_model gives it, no registered model): --eval-only runs without
+    --model-dir, and its logits are ours (fp32) to fp16 precision."""
+    import torch
+
+    from helpers import accuracies
+
+    data, cfg, folder = coop_idiom
+    common = ("--root", data, "--trainer", "ZeroshotCLIP", "--config-file", cfg, "--eval-only")
+    ours = run_train(*common, "--output-dir", tmp_path / "ours", "FEATURE_CACHE.ENABLED", False,
+                     "TRAINER.ZeroshotCLIP.PREC", "fp32")
+    ported = run_train(*common, "--trainer-dir", folder, "--output-dir", tmp_path / "ported")
+    assert type(ported).__module__.endswith(".zero_shot") and ported.clip_model.dtype == torch.float16
+    assert "Prompts: ['a photo of a bird.'" in (tmp_path / "ported" / "log.txt").read_text()
+    assert len(accuracies(tmp_path / "ported" / "log.txt")) == 1
+    images = next(iter(ours.test_loader))["img"]
+    with torch.no_grad():
+        got, expected = ported.model_inference(images).float(), ours.model_inference(images)
+    tolerance = 5e-3 * expected.abs().max().item()  # fp16 matrices against fp32
+    spread = (expected - expected.mean(dim=1, keepdim=True)).abs().max().item()  # what a wrong prompt moves
+    print(f"logits differ by {(got - expected).abs().max().item():.3g}; tolerance {tolerance:.3g}, spread {spread:.3g}")
+    assert spread > 5 * tolerance
+    torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)

@@ -375,11 +375,21 @@ def test_default_python_is_the_venv(tmp_path):
 
 
 @pytest.mark.parametrize("backbone, tag", [("RN50", "rn50"), ("RN50x16", "rn50x16"), ("ViT-B/16", "vitb16"),
-                                           ("ViT-L/14@336px", "vitl14336px")])
-def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag):
-    # same rule as trainers/clip_trainer.py backbone_tag, which names strong_base/ files
+                                           ("ViT-L/14@336px", "vitl14336px"), ("weights/My-CLIP@v2.pt", "myclipv2")])
+def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag, tmp_path):
+    """The scripts' tr_backbone_tag and trainers/clip_trainer.py's backbone_tag (which names the
+    strong_base/ files StrongBase writes) give the same tag, so the scripts find those files."""
+    from trainers.clip_trainer import backbone_tag
+
+    if backbone.endswith(".pt"):  # a weights file: both use its base name without the extension
+        path = tmp_path / backbone
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        backbone = str(path)
     proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh && tr_backbone_tag "$1"', "_", backbone],
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert backbone_tag(backbone) == tag
     assert proc.stdout.strip() == tag
 
 

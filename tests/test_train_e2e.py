@@ -163,3 +163,29 @@ def test_zero_shot_clip_evaluates_from_the_cache(setup):
     run_train("--root", data, "--trainer", "ZeroshotCLIP", "--config-file", cfg, "--output-dir", out, "--eval-only")
     assert len(accuracies(out / "log.txt")) == 1
     assert any(os.scandir(os.environ["TASKRES_FEATURE_CACHE"]))
+
+
+def test_untrained_backbone_is_deterministic_and_warned_in_the_log(setup, monkeypatch):
+    """MODEL.BACKBONE.PRETRAINED False: the architecture with seeded random weights (the same in
+    every run, whatever the run's seed), the encoder in the loop, and a marked warning in log.txt."""
+    import open_clip.factory
+
+    import clip
+
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "TinyUntrainedViT", {
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}})
+    data, cfg, tmp = setup
+    untrained = ("MODEL.BACKBONE.NAME", "TinyUntrainedViT", "MODEL.BACKBONE.PRETRAINED", False,
+                 "FEATURE_CACHE.ENABLED", False, "OPTIM.MAX_EPOCH", 2, "TRAINER.TaskRes.PREC", "fp32")
+    runs = [run_train(*taskres_args(data, cfg, tmp / name, *untrained)) for name in ("first", "second")]
+    weights = [run.clip_model.state_dict() for run in runs]
+    torch.manual_seed(123)  # the caller's random state does not reach the weights
+    expected = clip.untrained_model("TinyUntrainedViT").state_dict()
+    for got in weights:
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert torch.equal(*(run.model.prompt_learner.text_feature_residuals for run in runs))
+    assert accuracies(tmp / "first" / "log.txt") == accuracies(tmp / "second" / "log.txt")
+    log = (tmp / "first" / "log.txt").read_text()
+    assert ("WARNING: MODEL.BACKBONE.PRETRAINED is False: TinyUntrainedViT has random weights (untrained backbone)"
+            in log.splitlines())
