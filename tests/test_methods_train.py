@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from dataset_replicas import build_replica
+from dataset_replicas import REPLICA_NAMES, REPLICA_OPTS, build_replica
 from engine.config import get_cfg_default, merge_from_file
 from engine.errors import ConfigError
 from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
@@ -63,6 +63,30 @@ def test_method_trains_and_evaluates_on_a_replica(tmp_path, method, replica):
     model = ["--model-dir", out, "--load-epoch", last_epoch(out, MODEL_NAME[method])] if method in MODEL_NAME else []
     run_train(*common, "--output-dir", tmp_path / "eval", "--eval-only", *model, "DATASET.NUM_SHOTS", 2, *FAST.get(method, []))
     assert accuracies(tmp_path / "eval" / "log.txt") == acc
+
+
+DG_TARGETS = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")  # test split only
+SEARCHES_ON_VAL = ("LinearProbe", "TipAdapter", "TipAdapterF")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("replica", REPLICA_NAMES)
+def test_method_runs_on_every_replica(tmp_path, method, replica):
+    """Every comparison method trains (1 epoch) and evaluates through train.py on every dataset replica."""
+    root = build_replica(replica, tmp_path / "data")
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset=replica, epochs=1, batch=4)
+    flags = ["--eval-only"] if method == "ZeroshotCLIP2" else []
+    argv = ["--root", root, "--seed", 1, "--trainer", method, "--config-file", cfg, *flags,
+            "--output-dir", tmp_path / "out", "DATASET.NUM_SHOTS", 1, *FAST.get(method, []),
+            *[x for kv in REPLICA_OPTS.get(replica, {}).items() for x in kv]]
+    if replica in DG_TARGETS and method in SEARCHES_ON_VAL:  # test-only sets: fit on ImageNet (DG protocol)
+        with pytest.raises(ConfigError, match=rf"{method} searches .* on a val split, but {replica} has none"):
+            run_train(*argv)
+        return
+    trainer = run_train(*argv)
+    acc = accuracies(tmp_path / "out" / "log.txt")
+    assert len(acc) == 1 and 0.0 <= acc[0] <= 100.0
+    assert trainer.num_classes == trainer.dm.dataset.num_classes
 
 
 # ---- zero-shot invariants at the trainer level ----------------------------------------------------
