@@ -63,12 +63,12 @@ METHOD_LABELS = {ZS: "ZeroshotCLIP", ZS2: "ZeroshotCLIP2 (ensemble)", "LinearPro
                  "regular": "TaskRes (regular base)", "enhanced": "TaskRes (enhanced base)"}
 NOT_METHODS = ("TaskRes", "StrongBase")  # TaskRes folders are parsed by RUN_RE; StrongBase makes bases
 RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
-                    r"_alpha(?P<alpha>[0-9.]+)_(?P<shots>[0-9]+)shots$")
+                    r"_alpha(?P<alpha>[0-9.]+)(?:_views(?P<views>[0-9]+))?_(?P<shots>[0-9]+)shots$")
 # compare.sh's folders of the other methods; the tag holds no "_", so the shortest cfg that
 # leaves "<tag>[variant]_<K>shots" is the right split.
 METHOD_RUN_RE = re.compile(r"^(?P<cfg>.+?)_(?P<tag>[a-z0-9@.-]+)"
                            r"(?P<variant>_nctx\d+_csc(?:True|False)_ctp(?:end|middle|front))?"
-                           r"_(?P<shots>[0-9]+)shots$")
+                           r"(?:_views(?P<views>[0-9]+))?_(?P<shots>[0-9]+)shots$")
 SEED_RE = re.compile(r"^seed(\d+)$")
 
 
@@ -88,6 +88,7 @@ class Run:
     alpha: str = ""
     shots: int = 0            # 0 for zero-shot
     name: str = ""            # run folder name (TaskRes), shared by a source run and its DG runs
+    views: int = 0            # FEATURE_CACHE.TRAIN_VIEWS when the folder names one (not the default), else 0
     seeds: dict = field(default_factory=dict)   # seed (0 when the run has none) -> accuracy
 
     def stats(self, ci95=False):
@@ -151,6 +152,7 @@ def _taskres_runs(folder, dataset, kind):
         path = os.path.join(folder, name)
         runs.append(Run(kind=kind, dataset=dataset, method=match["base"], tag=match["tag"], path=path,
                         cfg=match["cfg"], alpha=match["alpha"], shots=int(match["shots"]), name=name,
+                        views=int(match["views"] or 0),
                         seeds=_read_seeds(path, test_log=(kind == "dg"))))
     return runs
 
@@ -165,7 +167,7 @@ def _method_runs(folder, dataset, method, kind):
             continue
         path = os.path.join(folder, name)
         runs.append(Run(kind=kind, dataset=dataset, method=method, tag=match["tag"], path=path,
-                        cfg=match["cfg"], shots=int(match["shots"]), name=name,
+                        cfg=match["cfg"], shots=int(match["shots"]), name=name, views=int(match["views"] or 0),
                         seeds=_read_seeds(path, test_log=(kind in ("dg", "new")))))
     return runs
 
@@ -218,7 +220,7 @@ def _pick(candidates, dataset, shots):
         return candidates[0]
     finished = [r for r in candidates if r.seeds] or candidates
     for run in finished:
-        if run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
+        if run.views or run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
             continue
         if run.method not in ("regular", "enhanced") or _same_alpha(run.alpha, standard_alpha(dataset)):
             return run
