@@ -5,13 +5,13 @@
 Walks the output root laid out by train_regular.sh, train_enhance.sh, test_dg.sh and
 scripts/taskres/zeroshot.sh:
 
-    <root>/<dataset>/TaskRes/<cfg>_<tag>_<regular|enhanced>-base_alpha<a>_<K>shots/seed<S>/log.txt
+    <root>/<dataset>/TaskRes/<cfg>_<tag>_<regular|enhanced>-base_alpha<a>[_views<V>]_<K>shots/seed<S>/log.txt
     <root>/<dataset>/ZeroshotCLIP/<tag>/log.txt
     <root>/dg/<target>/TaskRes/<run folder name>/seed<S>/log.txt
 
 and the other methods of compare.sh (CoOp, CoCoOp, LinearProbe, CLIP_Adapter, TipAdapter(F)):
 
-    <root>/<dataset>/<Trainer>/<cfg>_<tag>[_nctx.._csc.._ctp..]_<K>shots/seed<S>/log.txt
+    <root>/<dataset>/<Trainer>/<cfg>_<tag>[_nctx.._csc.._ctp..][_views<V>]_<K>shots/seed<S>/log.txt
     <root>/<dataset>/ZeroshotCLIP2/<tag>/log.txt
     <root>/dg/<target>/<Trainer>/<run folder name>/seed<S>/log.txt
     <root>/base2new/{train_base,test_new}/<dataset>/<Trainer>/<run folder name>/seed<S>/log.txt
