@@ -119,7 +119,7 @@ cmp_variant_name() {
 }
 
 cmp_run_name() {  # method dataset shots -> folder name of a trained run
-    echo "$(cmp_cfg "$1" "$2" "$3")_${TAG}$(cmp_variant_name "$1")_${3}shots"
+    echo "$(cmp_cfg "$1" "$2" "$3")_${TAG}$(cmp_variant_name "$1")$(tr_views_suffix)_${3}shots"
 }
 
 # Last epoch of a config (the checkpoint an evaluation loads): OPTIM.MAX_EPOCH after --,

@@ -5,13 +5,13 @@
 Walks the output root laid out by train_regular.sh, train_enhance.sh, test_dg.sh and
 scripts/taskres/zeroshot.sh:
 
-    <root>/<dataset>/TaskRes/<cfg>_<tag>_<regular|enhanced>-base_alpha<a>_<K>shots/seed<S>/log.txt
+    <root>/<dataset>/TaskRes/<cfg>_<tag>_<regular|enhanced>-base_alpha<a>[_views<V>]_<K>shots/seed<S>/log.txt
     <root>/<dataset>/ZeroshotCLIP/<tag>/log.txt
     <root>/dg/<target>/TaskRes/<run folder name>/seed<S>/log.txt
 
 and the other methods of compare.sh (CoOp, CoCoOp, LinearProbe, CLIP_Adapter, TipAdapter(F)):
 
-    <root>/<dataset>/<Trainer>/<cfg>_<tag>[_nctx.._csc.._ctp..]_<K>shots/seed<S>/log.txt
+    <root>/<dataset>/<Trainer>/<cfg>_<tag>[_nctx.._csc.._ctp..][_views<V>]_<K>shots/seed<S>/log.txt
     <root>/<dataset>/ZeroshotCLIP2/<tag>/log.txt
     <root>/dg/<target>/<Trainer>/<run folder name>/seed<S>/log.txt
     <root>/base2new/{train_base,test_new}/<dataset>/<Trainer>/<run folder name>/seed<S>/log.txt
@@ -68,12 +68,12 @@ METHOD_LABELS = {ZS: "ZeroshotCLIP", ZS2: "ZeroshotCLIP2 (ensemble)", "LinearPro
 # TaskRes folders are parsed by RUN_RE; StrongBase makes bases; MVLPT has its own section (write_mvlpt)
 NOT_METHODS = ("TaskRes", "StrongBase", "MVLPT")
 RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
-                    r"_alpha(?P<alpha>[0-9.]+)_(?P<shots>[0-9]+)shots$")
+                    r"_alpha(?P<alpha>[0-9.]+)(?:_views(?P<views>[0-9]+))?_(?P<shots>[0-9]+)shots$")
 # compare.sh's folders of the other methods; the tag holds no "_", so the shortest cfg that
 # leaves "<tag>[variant]_<K>shots" is the right split.
 METHOD_RUN_RE = re.compile(r"^(?P<cfg>.+?)_(?P<tag>[a-z0-9@.-]+)"
                            r"(?P<variant>_nctx\d+_csc(?:True|False)_ctp(?:end|middle|front))?"
-                           r"_(?P<shots>[0-9]+)shots$")
+                           r"(?:_views(?P<views>[0-9]+))?_(?P<shots>[0-9]+)shots$")
 SEED_RE = re.compile(r"^seed(\d+)$")
 
 
@@ -93,6 +93,7 @@ class Run:
     alpha: str = ""
     shots: int = 0            # 0 for zero-shot
     name: str = ""            # run folder name (TaskRes), shared by a source run and its DG runs
+    views: int = 0            # FEATURE_CACHE.TRAIN_VIEWS when the folder names one (not the default), else 0
     seeds: dict = field(default_factory=dict)   # seed (0 when the run has none) -> accuracy
 
     def stats(self, ci95=False):
@@ -156,6 +157,7 @@ def _taskres_runs(folder, dataset, kind):
         path = os.path.join(folder, name)
         runs.append(Run(kind=kind, dataset=dataset, method=match["base"], tag=match["tag"], path=path,
                         cfg=match["cfg"], alpha=match["alpha"], shots=int(match["shots"]), name=name,
+                        views=int(match["views"] or 0),
                         seeds=_read_seeds(path, test_log=(kind == "dg"))))
     return runs
 
@@ -170,7 +172,7 @@ def _method_runs(folder, dataset, method, kind):
             continue
         path = os.path.join(folder, name)
         runs.append(Run(kind=kind, dataset=dataset, method=method, tag=match["tag"], path=path,
-                        cfg=match["cfg"], shots=int(match["shots"]), name=name,
+                        cfg=match["cfg"], shots=int(match["shots"]), name=name, views=int(match["views"] or 0),
                         seeds=_read_seeds(path, test_log=(kind in ("dg", "new")))))
     return runs
 
@@ -223,7 +225,7 @@ def _pick(candidates, dataset, shots):
         return candidates[0]
     finished = [r for r in candidates if r.seeds] or candidates
     for run in finished:
-        if run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
+        if run.views or run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
             continue
         if run.method not in ("regular", "enhanced") or _same_alpha(run.alpha, standard_alpha(dataset)):
             return run

@@ -335,3 +335,33 @@ def test_coop_run_folder_parses_with_its_variant(tmp_path):
         "rn50_ep50", "vitb16", f"_{COOP_VARIANT}", "1")
     match = summarize.METHOD_RUN_RE.match("vit_b16_c4_ep10_batch1_ctxv1_rn50_16shots")
     assert (match["cfg"], match["tag"], match["shots"]) == ("vit_b16_c4_ep10_batch1_ctxv1", "rn50", "16")
+
+
+def test_non_default_views_are_named_in_every_run_folder(tmp_path):
+    from engine.config import get_cfg_default
+
+    other = get_cfg_default().FEATURE_CACHE.TRAIN_VIEWS + 1
+    cmds = dry("--methods", "CoOp LinearProbe TaskRes", "--datasets", "eurosat", "--shots", "2", "--seeds", "1",
+               "--output", str(tmp_path), "--", "FEATURE_CACHE.TRAIN_VIEWS", str(other))
+    trained = [c for c in cmds if "--eval-only" not in c.flags]
+    assert len(trained) == 3
+    assert all(f"_views{other}_2shots/seed1" in c["--output-dir"] for c in trained)
+    plain = dry("--methods", "CoOp LinearProbe TaskRes", "--datasets", "eurosat", "--shots", "2", "--seeds", "1",
+                "--output", str(tmp_path))
+    assert all("_views" not in c["--output-dir"].split("/")[-2] for c in plain)
+
+
+def test_summary_reads_views_runs_apart_and_shows_the_default_one(tmp_path):
+    root = tmp_path / "output"
+    coop, taskres = method_run_name("CoOp", 16), taskres_name("eurosat", 16, "regular")
+    for name, method, views_name, offset in (("CoOp", "CoOp", coop.replace("_16shots", "_views8_16shots"), 45.0),
+                                             ("TaskRes", "regular", taskres.replace("_16shots", "_views8_16shots"), 53.0)):
+        default_name = coop if name == "CoOp" else taskres
+        write(str(root / "eurosat" / name / default_name / "seed1" / "log.txt"), train_log(offset))
+        write(str(root / "eurosat" / name / views_name / "seed1" / "log.txt"), train_log(offset + 10))
+    runs = [r for r in summarize.collect(str(root)) if r.kind == "train"]
+    assert sorted((r.method, r.tag, r.views) for r in runs) == [
+        ("CoOp", "rn50", 0), ("CoOp", "rn50", 8), ("regular", "rn50", 0), ("regular", "rn50", 8)]
+    for method in ("CoOp", "regular"):
+        picked = summarize._pick([r for r in runs if r.method == method], "eurosat", 16)
+        assert picked.views == 0 and "_views" not in picked.name

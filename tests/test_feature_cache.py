@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from PIL import Image
+import yaml
 
 from engine.config import get_cfg_default
 from engine.data.data_manager import DatasetWrapper, EpochSampler, relative_impath, view_seed
@@ -54,8 +55,10 @@ def test_all_views_reproduce_the_end_to_end_loop(setup):
     assert residual(e2e).abs().sum() > 0
     torch.testing.assert_close(residual(cached), residual(e2e), rtol=1e-4, atol=1e-6)
     # the comparison can tell views apart: one view for all epochs trains differently
-    one_view, _ = train(setup, "one_view", "FEATURE_CACHE.TRAIN_VIEWS", 1)
+    one_view, out = train(setup, "one_view", "FEATURE_CACHE.TRAIN_VIEWS", 1)
     assert (residual(one_view) - residual(e2e)).abs().max() > 1e-4
+    # the run's config.yaml records the V it trained with
+    assert yaml.safe_load((out / "config.yaml").read_text())["FEATURE_CACHE"]["TRAIN_VIEWS"] == 1
 
 
 def test_second_run_hits_the_cache_and_logs_its_size(setup):

@@ -520,3 +520,23 @@ def test_submit_through_submitit_local_executor(fake_env, tmp_path):
     proc = run_script("train_regular.sh", "--datasets", "eurosat dtd", "--shots", "1", "--seeds", "1",
                       "--submit", "local", env=runner_env(env))
     assert proc.returncode == 1 and [("eurosat" in c) for c in log.read_text().splitlines()] == [True]
+
+
+def test_non_default_views_are_named_in_the_run_folder(tmp_path):
+    from engine.config import get_cfg_default
+
+    default = get_cfg_default().FEATURE_CACHE.TRAIN_VIEWS
+    other = default * 2
+    env = {"OUTPUT": str(tmp_path)}
+    [c] = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--",
+                  "FEATURE_CACHE.TRAIN_VIEWS", str(other), env=env)
+    assert c["--output-dir"].endswith(f"_regular-base_alpha0.5_views{other}_1shots/seed1")
+    assert c.opts["FEATURE_CACHE.TRAIN_VIEWS"] == str(other)
+    # The default V, passed explicitly or not, is the default run: one folder, no suffix.
+    [d] = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--",
+                  "FEATURE_CACHE.TRAIN_VIEWS", str(default), env=env)
+    [n] = dry_run("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1", env=env)
+    assert d["--output-dir"] == n["--output-dir"] and "_views" not in n["--output-dir"].split("/")[-2]
+    # DG evaluation finds the checkpoints of the run that trained with that V.
+    cmds = dry_run("test_dg.sh", "--seeds", "1", "--", "FEATURE_CACHE.TRAIN_VIEWS", str(other), env=env)
+    assert cmds and all(f"_views{other}_16shots/seed1" in c["--model-dir"] for c in cmds)

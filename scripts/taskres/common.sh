@@ -143,10 +143,24 @@ tr_alpha_for() {
     fi
 }
 
+# "_views<V>" when FEATURE_CACHE.TRAIN_VIEWS is passed after -- with a value other than the
+# default (read from engine/config.py, its one definition), else nothing: V changes the numbers,
+# so a run with another V must not share, or be skipped as, the default run's folder.
+tr_views_suffix() {
+    local i default line
+    for ((i = 0; i + 1 < ${#EXTRA_OPTS[@]}; i += 2)); do
+        [[ "${EXTRA_OPTS[i]}" == FEATURE_CACHE.TRAIN_VIEWS ]] || continue
+        line=$(grep -E '^_C\.FEATURE_CACHE\.TRAIN_VIEWS[[:space:]]*=' "$TR_ROOT/engine/config.py" | head -n 1)
+        default=$(echo "${line#*=}" | sed 's/#.*//' | tr -d '[:space:]')
+        [[ "${EXTRA_OPTS[i + 1]}" == "$default" ]] || echo "_views${EXTRA_OPTS[i + 1]}"
+        return
+    done
+}
+
 # Folder name of a TaskRes run; it names every varied setting so runs never collide.
 tr_run_name() {
     local cfg=$1 tag=$2 base=$3 alpha=$4 shots=$5
-    echo "${cfg}_${tag}_${base}-base_alpha${alpha}_${shots}shots"
+    echo "${cfg}_${tag}_${base}-base_alpha${alpha}$(tr_views_suffix)_${shots}shots"
 }
 
 # Generalization (DG evaluation) config of a backbone; --eval-cfg overrides it.
