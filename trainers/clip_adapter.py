@@ -107,4 +107,8 @@ class CLIP_Adapter(FrozenCLIPTrainer):  # noqa: N801 - the original's registered
             output = self.model(inputs)
             loss = F.cross_entropy(output.float(), label)
             self.model_backward_and_update(loss)
+        # Dassl trainers step their schedule at an epoch's last batch (the engine does not): without
+        # this the LR stayed at the warm-up's constant 1e-5 for every epoch and the adapter hardly moved.
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
