@@ -17,7 +17,9 @@ def test_demo_runs_every_method_into_the_table_and_figure(tmp_path, capsys):
     save_tiny_clip(str(cache / "RN50.pt"), vision="vit")
     out = tmp_path / "out"
     demo.main(["--output", str(out), "--data", str(tmp_path / "data"), "--clip-cache", str(cache),
-               "--shots", "1", "--test-per-class", "5", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"])
+               "--shots", "1", "--test-per-class", "5", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+               # small searches: their grids are tested in test_methods.py
+               "TRAINER.LINEAR_PROBE.NUM_STEP", "2", "TRAINER.TIP_ADAPTER.SEARCH_STEP", "[10, 5]"])
 
     table = (out / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| method", "| ---"))]
