@@ -5,11 +5,13 @@ $TASKRES_CLIP_CACHE); otherwise a micro-CLIP pretrained here on Fashion-MNIST's 
 (scripts/micro_clip.py: built once into the same cache folder, a few minutes on one core, then
 reused), whose captions name some classes as look-alikes, so zero-shot is well above chance and
 below what the images allow. The output says which backbone ran. Images are encoded once into
-the feature cache, so a second `make demo` takes seconds. The table is printed and written to
-output/demo/results.md.
+the feature cache, and finished runs are skipped, so a second `make demo` takes seconds. The table
+is printed and written to output/demo/results.md, the figure to output/demo/results.png.
 
-Methods are rows of METHODS: a label, a registered trainer, its config per shot count, and
-extra opts; a method added there runs at every shot count and seed.
+Methods are rows of METHODS: a label, a registered trainer, its config per shot count, extra opts
+(or a function of the shot count), and whether it starts from StrongBase's enhanced base; a method
+added there runs at every shot count and seed. Each run goes through train.py's main in this
+process.
 """
 import argparse
 import dataclasses
