@@ -1,4 +1,4 @@
-# Two commands: `make demo` (Fashion-MNIST few-shot: zero-shot CLIP vs TaskRes) and `make test`.
+# Two commands: `make demo` (Fashion-MNIST few-shot: TaskRes beside zero-shot CLIP, linear probe, CoOp, CLIP-Adapter, Tip-Adapter-F) and `make test`.
 # Each sets itself up on a fresh Debian machine: .venv from requirements.txt, Debian's
 # dataset-fashion-mnist. Re-running skips whatever is already in place.
 PYTHON ?= python3
@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 PYTEST_WORKERS ?= 2
+# make demo DEMO_ARGS="--seeds 1 2 3": options of scripts/demo.py (--help)
+DEMO_ARGS ?=
 
 .PHONY: demo test setup fashion-mnist clean-venv
 
@@ -28,7 +30,7 @@ fashion-mnist:
 	fi
 
 demo: setup fashion-mnist
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: setup fashion-mnist
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests

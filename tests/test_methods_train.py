@@ -280,3 +280,18 @@ def test_imagenet_fit_evaluates_on_its_variants(tmp_path, method):
                             "DATASET.NAME", target, *FAST.get(method, []))
         assert len(accuracies(ev / "log.txt")) == 1
         assert trainer.model_inference(trainer.test_loader.all_features()[0]).shape[1] == trainer.num_classes
+
+
+@pytest.mark.parametrize("method", ["CLIP_Adapter", "CoOp"])
+def test_trained_methods_step_their_lr_schedule_once_per_epoch(folder, tmp_path, method):
+    """Warm-up epoch at the constant 1e-5, then the schedule's values: CLIP-Adapter's LR once stayed
+    at 1e-5 for every epoch (it never stepped its scheduler), so its adapter hardly trained."""
+    import re
+
+    out = tmp_path / method
+    run_train("--root", folder["data"], "--seed", 1, "--trainer", method, "--config-file", folder["cfg"],
+              "--output-dir", out, "DATASET.NUM_SHOTS", 4, "OPTIM.WARMUP_EPOCH", 1)
+    with open(out / "log.txt") as f:
+        lrs = {int(e): float(lr) for e, lr in re.findall(r"epoch \[(\d+)/\d+\] batch \[1/.* lr ([0-9.e+-]+)", f.read())}
+    assert lrs[1] == pytest.approx(1e-5)
+    assert lrs[2] == pytest.approx(0.01) and lrs[3] < lrs[2]  # tiny config: lr 0.01, cosine after the warm-up
