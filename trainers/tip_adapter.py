@@ -92,8 +92,9 @@ class _TipAdapterParts:
     def check_cfg(self, cfg):
         check_tip_cfg(cfg)
 
-    def build_head(self):
-        """Load CLIP and build the (still empty) cache head; returns it."""
+    def load_clip_and_head(self):
+        """Load CLIP and build the (still empty) cache head; returns it (these trainers write their own
+        build_model, so this is not the base class's ``build_head(clip_model)``)."""
         tcfg = self.trainer_cfg()
         clip_model = self.load_clip()
         self.clip_model = clip_model
@@ -155,7 +156,7 @@ class TipAdapter(_TipAdapterParts, FitOnceTrainer):
     """Training-free: fill the cache, search (beta, alpha) on val, save ``tip_adapter``, test."""
 
     def build_model(self):
-        self.build_head()
+        self.load_clip_and_head()
         self.register_model("tip_adapter", self.model, None, None)
         self.use_feature_cache()
 
@@ -176,7 +177,7 @@ class TipAdapterF(_TipAdapterParts, FrozenCLIPTrainer):
 
     def build_model(self):
         tcfg = self.trainer_cfg()
-        self.build_head()
+        self.load_clip_and_head()
         self.optim = torch.optim.AdamW([self.model.cache_keys], lr=tcfg.LR, eps=tcfg.EPS)
         # the original anneals per iteration over all of training: T_max = epochs * batches
         total = max(self.max_epoch * len(self.train_loader_x), 1)
