@@ -108,6 +108,16 @@ def test_backbone_and_weights_file_invalidate_everything(setup):
     assert touched.feature_store.encoded == 4 * N_TRAIN + N_TEST
 
 
+def test_a_new_encoder_implementation_invalidates_everything(setup, monkeypatch):
+    """Features cached by other encoder code (e.g. open_clip's model before clip/model.py) are never reused."""
+    import trainers.clip_trainer as clip_trainer
+
+    train(setup, "before")
+    monkeypatch.setattr(clip_trainer, "ENCODER_IMPLEMENTATION", "clip.model-next")
+    after, _ = train(setup, "after")
+    assert after.feature_store.encoded == 4 * N_TRAIN + N_TEST
+
+
 def test_a_changed_image_re_encodes_only_its_views(setup):
     first, _ = train(setup, "before")
     train_img, test_img = first.dm.dataset.train_x[0].impath, first.dm.dataset.test[0].impath

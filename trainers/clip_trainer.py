@@ -25,6 +25,10 @@ from engine.optim import build_lr_scheduler, build_optimizer
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
+# What computes the features besides the weights: bump it when the encoder's code changes its
+# outputs, so cached features of the old code are never reused (v1: clip/model.py, OpenAI's
+# architecture with fp32 LayerNorms under fp16, replacing open_clip's model).
+ENCODER_IMPLEMENTATION = "clip.model-v1"
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.NUM_THREADS 0 restores
 # OpenAI CLIP's input normalisation (its preprocess), for models that come without a preprocess
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -251,7 +255,8 @@ class FrozenCLIPTrainer(TrainerX):
     def build_feature_source(self):
         """This run's FeatureSource, keyed by backbone, weights file, dtype and precision."""
         cfg = self.cfg
-        encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(self.dtype), self.prec])
+        encoder_key = "|".join([cfg.MODEL.BACKBONE.NAME, weights_identity(cfg), str(self.dtype), self.prec,
+                                ENCODER_IMPLEMENTATION])
         return FeatureSource.from_config(cfg, self.dm, self.encode_images, encoder_key, self.device, self.dtype,
                                          self.max_epoch, trains=not self.training_free)
 
