@@ -17,11 +17,9 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
-from engine.metrics import compute_accuracy
 
 from .coop import (PromptTrainer, TextEncoder, check_image_size, check_prompt_cfg, class_prompt_embeddings,
                    init_context, supports_shared_prefix)
@@ -142,13 +140,3 @@ class CoCoOp(PromptTrainer):
         self.register_prompt_learner()
         self.use_feature_cache()
 
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-
-        def loss_fn():
-            output = self.model(inputs)
-            return F.cross_entropy(output.float(), label), output
-
-        loss, output = self.step(loss_fn)
-        # the original reports the loss only; the accuracy costs nothing here
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}

@@ -216,22 +216,28 @@ class PromptLearner(nn.Module):
         self.class_token_position = class_token_position
 
     def forward(self):
-        ctx = self.ctx
-        if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        prefix, suffix = self.token_prefix, self.token_suffix
-        if self.class_token_position == "end":
-            return torch.cat([prefix, ctx, suffix], dim=1)
-        prompts = []
-        half = self.n_ctx // 2
-        for i, name_len in enumerate(self.name_lens):
-            name, rest = suffix[i:i + 1, :name_len], suffix[i:i + 1, name_len:]
-            if self.class_token_position == "middle":
-                parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
-            else:  # front
-                parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
-            prompts.append(torch.cat(parts, dim=1))
-        return torch.cat(prompts, dim=0)
+        return assemble_prompts(self.token_prefix, self.ctx, self.token_suffix, self.name_lens,
+                                self.class_token_position, self.n_ctx)
+
+
+def assemble_prompts(prefix, ctx, suffix, name_lens, class_token_position, n_ctx):
+    """Class prompts [n_cls, L, width]: SOS, the context ([n_ctx, width] shared or [n_cls, n_ctx,
+    width] per class) placed at the end, middle or front of each class name, then the rest."""
+    n_cls = prefix.shape[0]
+    if ctx.dim() == 2:
+        ctx = ctx.unsqueeze(0).expand(n_cls, -1, -1)
+    if class_token_position == "end":
+        return torch.cat([prefix, ctx, suffix], dim=1)
+    half = n_ctx // 2
+    prompts = []
+    for i, name_len in enumerate(name_lens):
+        name, rest = suffix[i:i + 1, :name_len], suffix[i:i + 1, name_len:]
+        if class_token_position == "middle":
+            parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
+        else:  # front
+            parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
+        prompts.append(torch.cat(parts, dim=1))
+    return torch.cat(prompts, dim=0)
 
 
 class CustomCLIP(nn.Module):
@@ -298,6 +304,17 @@ class PromptTrainer(FrozenCLIPTrainer):
 
     reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
 
+    def forward_backward(self, batch):
+        inputs, label = self.parse_batch_train(batch)
+
+        def loss_fn():
+            output = self.model(inputs)
+            return F.cross_entropy(output.float(), label), output
+
+        loss, output = self.step(loss_fn)
+        # CoCoOp's original reports the loss only; the accuracy costs nothing here
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""
         for name, param in self.model.named_parameters():
@@ -346,16 +363,6 @@ class CoOp(PromptTrainer):
         self.register_prompt_learner()
         self._eval_text = None
         self.use_feature_cache()
-
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-
-        def loss_fn():
-            output = self.model(inputs)
-            return F.cross_entropy(output.float(), label), output
-
-        loss, output = self.step(loss_fn)
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     @torch.no_grad()
     def test(self, split=None):

@@ -41,8 +41,8 @@ from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 
 from .coop import (
-    CLASS_TOKEN_POSITIONS, PRECISIONS, PromptTrainer, adapt_prompt_state_dict, check_image_size, init_context,
-    tokenizer)
+    CLASS_TOKEN_POSITIONS, PRECISIONS, PromptTrainer, adapt_prompt_state_dict, assemble_prompts, check_image_size,
+    init_context, tokenizer)
 
 logger = logging.getLogger(__name__)
 
@@ -240,20 +240,7 @@ class MultitaskVLPromptLearner(nn.Module):
         prefix, suffix = self.token_prefix, self.token_suffix
         if ctx is None:
             return torch.cat([prefix, suffix], dim=1)
-        if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        if self.class_token_position == "end":
-            return torch.cat([prefix, ctx, suffix], dim=1)
-        half = self.coop_n_ctx // 2
-        prompts = []
-        for i, name_len in enumerate(self.name_lens):
-            name, rest = suffix[i:i + 1, :name_len], suffix[i:i + 1, name_len:]
-            if self.class_token_position == "middle":
-                parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
-            else:  # front
-                parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
-            prompts.append(torch.cat(parts, dim=1))
-        return torch.cat(prompts, dim=0)
+        return assemble_prompts(prefix, ctx, suffix, self.name_lens, self.class_token_position, self.coop_n_ctx)
 
     def forward_cocoop(self, image_features):
         """Per image, the class prompts with the context shifted by the meta-net: [B, n_cls, L, width]."""
