@@ -14,12 +14,10 @@ import logging
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
-from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
@@ -91,13 +89,3 @@ class CLIP_Adapter(FrozenCLIPTrainer):  # noqa: N801 - the original's registered
         self.register_model("clip_adapter", self.model.adapter, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
         self.use_feature_cache()
-
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-
-        def loss_fn():
-            output = self.model(inputs)
-            return F.cross_entropy(output.float(), label), output
-
-        loss, output = self.step(loss_fn)  # Dassl's convention: the LR steps at the last batch
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}

@@ -13,6 +13,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.transforms import Normalize, Resize
 
 import clip
@@ -20,6 +21,7 @@ from engine import TrainerX
 from engine.data.transforms import build_transform, interpolation_name, model_input_settings
 from engine.errors import ConfigError
 from engine.features import FeatureSource, file_identity
+from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -275,6 +277,19 @@ class FrozenCLIPTrainer(TrainerX):
             self.register_model(name, module, optim, sched)
             self.optim, self.sched = optim, sched  # Dassl trainers with one module use these names
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
+
+    def forward_backward(self, batch):
+        """Cross-entropy on ``self.model(inputs)`` (TaskRes, CLIP-Adapter, CoOp, CoCoOp): for models whose
+        forward takes images or cached features alike; a features-only head overrides it (see above).
+        The accuracy is reported too (CoCoOp's original reports the loss only; it costs nothing)."""
+        inputs, label = self.parse_batch_train(batch)
+
+        def loss_fn():
+            output = self.model(inputs)
+            return F.cross_entropy(output.float(), label), output
+
+        loss, output = self.step(loss_fn)
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def step(self, loss_fn):
         """One optimisation step of ``loss_fn() -> (loss, output)`` in this trainer's precision

@@ -29,7 +29,6 @@ import clip
 from clip.simple_tokenizer import SimpleTokenizer
 from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
-from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.utils.checkpoint import load_checkpoint
 
@@ -303,17 +302,6 @@ class PromptTrainer(FrozenCLIPTrainer):
     features computed once per test (the step and its LR convention are the base's ``step``)."""
 
     reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
-
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-
-        def loss_fn():
-            output = self.model(inputs)
-            return F.cross_entropy(output.float(), label), output
-
-        loss, output = self.step(loss_fn)
-        # CoCoOp's original reports the loss only; the accuracy costs nothing here
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""

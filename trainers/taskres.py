@@ -15,13 +15,11 @@ import os
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
 from engine.config import unused_key
 from engine.errors import CheckpointError, ConfigError
-from engine.metrics import compute_accuracy
 from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import FrozenCLIPTrainer, cosine_logits, encode_if_images
@@ -167,16 +165,6 @@ class TaskRes(FrozenCLIPTrainer):
         super().before_train()  # resumes from the last checkpoint (base included) when there is one
         if self._base_needs and self.start_epoch == 0:
             raise enhanced_base_missing(self._base_needs)
-
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-
-        def loss_fn():
-            output = self.model(inputs)
-            return F.cross_entropy(output.float(), label), output
-
-        loss, output = self.step(loss_fn)  # Dassl's convention: the LR steps at the last batch
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def adapt_state_dict(self, name, state_dict):
         """Evaluate a 1000-class ImageNet checkpoint on ImageNet-A/R by selecting their rows."""
