@@ -43,6 +43,7 @@ from engine.metrics import compute_accuracy
 from .coop import (
     CLASS_TOKEN_POSITIONS, PRECISIONS, PromptTrainer, adapt_prompt_state_dict, assemble_prompts, check_image_size,
     init_context, tokenizer)
+from .coop import TextEncoder as CoOpTextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -284,16 +285,12 @@ class ImageEncoder(nn.Module):
         return x @ visual.proj if visual.proj is not None else x
 
 
-class TextEncoder(nn.Module):
-    """CLIP's text tower on prompt embeddings of any length up to 77 (CUT_CONTEXTLEN)."""
+class TextEncoder(CoOpTextEncoder):
+    """CLIP's text tower on prompt embeddings of any length up to 77 (CUT_CONTEXTLEN), with
+    activation checkpointing in ``act_ckpt`` chunks."""
 
     def __init__(self, clip_model, act_ckpt=1):
-        super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
+        super().__init__(clip_model)
         self.act_ckpt = act_ckpt
 
     def forward(self, prompts, tokenized_prompts):
