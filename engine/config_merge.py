@@ -37,6 +37,7 @@ def merge_defaults(into, new, source, owners, prefer, prefix=""):
         full = prefix + key
         if key not in into:
             into[key] = value
+            owners[full] = source
             for leaf in _leaves(value, full):
                 owners[leaf] = source
             continue

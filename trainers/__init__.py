@@ -10,6 +10,7 @@ A module that defines ``extend_cfg(cfg)`` adds its config keys (``TRAINER.<NAME>
 ``extend_cfg`` in its ``train.py``: put it in the trainer file, or in any ``.py`` in that folder.
 """
 import importlib
+import itertools
 import logging
 import os
 import pkgutil
@@ -27,6 +28,7 @@ ENV_DIRS = "TASKRES_TRAINER_DIRS"
 
 _modules = {}  # module name -> module, in import order (their extend_cfg runs in that order)
 _folders = {}  # real path of a user folder -> its package name
+_package_numbers = itertools.count()
 
 
 def _import(name, source):
@@ -62,7 +64,7 @@ def load_trainer_dirs(dirs):
                             "pass a folder holding trainer .py files.")
         if real in _folders:
             continue
-        package = f"_taskres_trainer_dir{len(_folders)}"
+        package = f"_taskres_trainer_dir{next(_package_numbers)}"  # never reused, even if _folders is reset
         module = types.ModuleType(package)
         module.__path__ = [real]
         sys.modules[package] = module
