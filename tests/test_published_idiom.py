@@ -230,3 +230,13 @@ def test_a_key_that_is_a_group_in_one_file_and_a_value_in_another_is_one_sentenc
     with pytest.raises(ConfigError, match=r"TRAINER\.COOP is a group in trainers/coop\.py but the value "
                                           r"'fp16' in .*flat\.py"):
         trainers.extend_cfg(get_cfg_default())
+
+
+def test_dassl_renamed_literally_to_engine_imports_the_same_names():
+    """docs/porting.md: `dassl.engine` -> `engine`; `sed s/dassl/engine/` (`engine.engine`) works too."""
+    import engine
+    from engine.engine import TRAINER_REGISTRY, SimpleTrainer, TrainerBase, TrainerX, TrainerXU, build_trainer
+
+    assert (TRAINER_REGISTRY, TrainerX, TrainerXU, SimpleTrainer, TrainerBase, build_trainer) == (
+        engine.TRAINER_REGISTRY, engine.TrainerX, engine.TrainerXU, engine.SimpleTrainer, engine.TrainerBase,
+        engine.build_trainer)
