@@ -129,7 +129,7 @@ def set_enhanced_base(cfg, value):
 
 
 def setup_cfg(args):
-    cfg = trainers.extend_cfg(get_cfg_default())
+    cfg = trainers.extend_cfg(get_cfg_default(), trainer=args.trainer)  # its folder's defaults win
     if args.dataset_config_file:
         merge_from_file(cfg, args.dataset_config_file)
     if args.config_file:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from .dassl_forks import DasslForkMethods
 from .errors import CheckpointError, ConfigError, UserError
 from .evaluation import build_evaluator
 from .registry import Registry
@@ -70,8 +71,9 @@ def select_device(cfg):
     return torch.device("cpu")
 
 
-class TrainerBase:
-    """The model store and the epoch loop, with no data or method specifics."""
+class TrainerBase(DasslForkMethods):
+    """The model store and the epoch loop, with no data or method specifics (plus the methods Dassl
+    forks add that published trainers call, ``engine.dassl_forks``)."""
 
     def __init__(self):
         self._models = OrderedDict()

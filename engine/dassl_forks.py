@@ -1,0 +1,45 @@
+"""Trainer methods that Dassl forks add and published trainer files call, so those files run unchanged.
+
+``prograd_backward_and_update`` (BeierZhu/Prompt-align's ``Dassl.ProGrad.pytorch``, also shipped by
+htyao89/KgCoOp): ProGrad's gradient projection. Read from the fork's ``dassl/engine/trainer.py``;
+the other fork-only methods there (``output_test``) are called by none of the published trainers
+(KgCoOp, ProGrad, MaPLe, PromptSRC, PLOT), so they are not provided.
+"""
+import torch
+
+
+class DasslForkMethods:
+    """Mixed into ``TrainerBase``: uses its ``_models`` / ``_optims`` / ``detect_anomaly``."""
+
+    def prograd_backward_and_update(self, loss_a, loss_b, lambda_=1, names=None):
+        """Step on ``loss_a``'s gradient, minus its part against ``loss_b``'s where the two conflict.
+
+        Per parameter, with g_a, g_b the gradients of ``loss_a`` (the task loss, which has to fall)
+        and ``loss_b`` (ProGrad's KL to zero-shot CLIP, which need not) and u = g_b / |g_b|: when
+        g_a . u < 0 the update uses g_a - lambda_ * (g_a . u) u, else g_a. ``loss_b`` is
+        backpropagated first with the graph kept, as in the fork.
+
+        Differs from the fork only where the fork fails: a parameter without a gradient is
+        skipped (the fork raises on ``None.clone()``), and with several models each parameter is
+        paired with its own ``loss_b`` gradient (the fork pairs every model's parameters with the
+        first model's gradients).
+        """
+        names = self.get_model_names(names)
+        self.model_zero_grad(names)
+        self.detect_anomaly(loss_b)
+        loss_b.backward(retain_graph=True)
+        b_grads = {name: [None if p.grad is None else p.grad.clone() for p in self._models[name].parameters()]
+                   for name in names}
+        self.model_zero_grad(names)
+        self.detect_anomaly(loss_a)
+        loss_a.backward()
+        for name in names:
+            for p, b_grad in zip(self._models[name].parameters(), b_grads[name]):
+                if p.grad is None or b_grad is None:
+                    continue
+                b_unit = b_grad / torch.linalg.norm(b_grad)
+                a_grad = p.grad.clone()
+                a_unit = a_grad / torch.linalg.norm(a_grad)
+                if torch.dot(a_unit.flatten(), b_unit.flatten()) < 0:
+                    p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_unit.flatten()) * b_unit
+        self.model_update(names)
