@@ -174,6 +174,12 @@ _C.FEATURE_CACHE.DIR = ""  # empty -> $TASKRES_FEATURE_CACHE, else $XDG_CACHE_HO
 # docs/feature_cache.md "Why V = 4" (scripts/bench/views_vs_accuracy.py).
 _C.FEATURE_CACHE.TRAIN_VIEWS = 4
 _C.FEATURE_CACHE.ENCODE_BATCH_SIZE = 256
+# Where JPEGs are decoded and views cut when encoding: cpu (loader workers, Pillow: the pixels the
+# end-to-end loop sees), device (torchvision's decode_jpeg + tensor crops on the model's device:
+# nvJPEG on a GPU; same crop boxes and flips, pixels within 3 grey levels of Pillow's on a CPU,
+# tests/test_device_decode.py) or auto (device on CUDA, cpu otherwise). Default cpu: device
+# decoding was not yet measured faster on a GPU here (scripts/bench/gpu_suite.py measures both).
+_C.FEATURE_CACHE.DECODE = "cpu"
 # torch CPU threads of a frozen-CLIP run (encoding and the training loop); 0 = torch's default
 # (one per core). Default 1: the cached loop's matrices are small, and on a shared 2-core machine
 # 2 threads ran it 8x slower than 1 (5.8 vs 46.4 s/epoch, see docs/feature_cache.md "Threads");

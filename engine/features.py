@@ -28,10 +28,12 @@ import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.io import read_file
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
 from . import distributed
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
+from .data.device_decode import DevicePipeline, decode_images, resolve_decode
 from .data.transforms import transform_signature
 from .errors import ConfigError
 from .utils.io import atomic_torch_save
@@ -178,6 +180,39 @@ def _cat_views(samples):
     return {"img": torch.cat([sample["img"] for sample in samples])}
 
 
+class _FileBytes(Dataset):
+    """Item ``i`` -> the encoded file of image ``i`` as a uint8 tensor (device decoding: workers only read)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        impath = self.items[index].impath
+        read_image(impath)  # the CPU path's checks: a missing or unreadable file is one sentence here too
+        return {"data": read_file(impath), "index": index}
+
+
+def _bytes_batch(samples):
+    return {"data": [s["data"] for s in samples], "index": [s["index"] for s in samples]}
+
+
+def _device_batches(loader, pipeline, views, device, root, seed, is_train):
+    """Batches of uint8 views decoded and cut on ``device`` (engine/data/device_decode.py)."""
+    for batch in loader:
+        images = decode_images(batch["data"], device)
+        out = []
+        for index, image in zip(batch["index"], images):
+            if is_train:
+                impath = loader.dataset.items[index].impath
+                out.append(pipeline.views(image, [view_seed(impath, v, seed, root) for v in views[index]]))
+            else:
+                out.append(pipeline.views(image, [None]))
+        yield {"img": torch.cat(out)}
+
+
 def training_batch_plan(keys, batch_size):
     """How ``encode_views`` batches training keys: whole images (all their views from one decode),
     ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
@@ -191,7 +226,7 @@ def training_batch_plan(keys, batch_size):
 
 
 def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
-                 desc="images", per_batch=None):
+                 desc="images", per_batch=None, decode_on_device=False):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
 
     ``encode`` maps an image batch already on ``device`` to features. Decoding runs in
@@ -199,11 +234,16 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
     features stay on the device until the end, so no batch waits for the previous one's copy.
     ``root`` and ``seed`` seed the training views (``view_seed``); ``per_batch`` fixes the images
     per training batch (sharded extraction passes the single-process plan's, see
-    ``training_batch_plan``).
+    ``training_batch_plan``). ``decode_on_device`` decodes the JPEGs and cuts the views on
+    ``device`` (FEATURE_CACHE.DECODE, engine/data/device_decode.py); workers then only read files.
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
     worker_tfm, to_input = split_transform(transform)
+    pipeline = DevicePipeline.from_transform(transform) if decode_on_device else None
+    if decode_on_device and pipeline is None:
+        raise ValueError(f"transform {transform} has steps that cannot run on the device; use FEATURE_CACHE.DECODE cpu")
+    views = None
     if is_train:  # one decode per image, all its missing views cut from it
         by_image = {}
         for pos, (index, view) in enumerate(keys):
@@ -211,21 +251,30 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
         views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
         if per_batch is None:
             per_batch = training_batch_plan(keys, batch_size)[1]
-        loader = DataLoader(
-            _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
-            num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)
+        order, loader_batch = list(by_image), per_batch
         positions = [pos for pairs in by_image.values() for pos, _ in pairs]
+    else:
+        order, loader_batch, positions = [index for index, _ in keys], batch_size, None
+    if pipeline is not None:
+        loader = DataLoader(_FileBytes(items), batch_size=loader_batch, sampler=order, num_workers=num_workers,
+                            drop_last=False, collate_fn=_bytes_batch)
+        batches = _device_batches(loader, pipeline, views, device, root, seed, is_train)
+    elif is_train:
+        loader = DataLoader(
+            _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=loader_batch, sampler=order,
+            num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)
+        batches = loader
     else:
         loader = DataLoader(
             DatasetWrapper(items, worker_tfm, is_train, root=root, seed=seed), batch_size=batch_size, sampler=keys,
             num_workers=num_workers, pin_memory=cuda, drop_last=False)
-        positions = None
+        batches = loader
     outputs = []
-    progress = loader
+    progress = batches
     if sys.stderr.isatty() and len(loader) > 1:
         from tqdm import tqdm
 
-        progress = tqdm(loader, desc="encoding images", unit="batch")
+        progress = tqdm(batches, desc="encoding images", unit="batch", total=len(loader))
     log = _Progress(len(keys), desc)
     done = 0
     with torch.inference_mode():
@@ -289,7 +338,8 @@ class FeatureStore:
                                "features": torch.stack([rows[k] for k in keys])}, path)
 
     def features(self, encode, items, transform, encoder_key, transform_key, group, views, batch_size=256,
-                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0):
+                 num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0,
+                 decode_on_device=False):
         """Features of ``items`` for each view in ``views``: a tensor [len(views), N, D].
 
         ``root`` (DATASET.ROOT) makes row keys relative; training views are seeded by ``seed`` and
@@ -308,7 +358,8 @@ class FeatureStore:
             start = time.perf_counter()
             # under torchrun each rank encodes a share and gets all rows back (engine/distributed.py)
             encoded = distributed.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
-                                                 num_workers, device, is_train, root=root, seed=seed, desc=group)
+                                                 num_workers, device, is_train, root=root, seed=seed, desc=group,
+                                                 decode_on_device=decode_on_device)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
@@ -376,7 +427,7 @@ class FeatureSource:
     """
 
     def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
-                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0):
+                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0, decode_on_device=False):
         self.store = store
         self.encode = encode
         self.encoder_key = encoder_key
@@ -390,6 +441,7 @@ class FeatureSource:
         self.num_workers = num_workers
         self.root = root
         self.seed = seed if seed is not None and seed > 0 else 0  # as view_seed reads it
+        self.decode_on_device = decode_on_device  # JPEG decode + views on the device (device_decode.py)
         self._told_views = False
 
     @classmethod
@@ -408,16 +460,23 @@ class FeatureSource:
             logger.info("Feature cache off: the image encoder runs in the loop (end-to-end mode)")
         else:
             logger.info("Feature cache: %s", store.root)
+        on_device, why_not = resolve_decode(fc.DECODE, device, {"train": dm.tfm_train, "test": dm.tfm_test})
+        if on_device:
+            logger.info("Feature cache: JPEGs decoded and views cut on %s (FEATURE_CACHE.DECODE %s)", device, fc.DECODE)
+        elif why_not:
+            logger.info("Feature cache: decoding on the CPU workers, not on %s: %s", device, why_not)
+        # device-decoded pixels differ slightly from Pillow's: their features are other cache rows
+        decoded = "|decode=device" if on_device else ""
         return cls(
             store, encode, encoder_key, cfg.DATASET.NAME,
             splits={"train": ds.train_x, "val": ds.val or None, "test": ds.test},
             # the training views depend on the run's seed (view_seed), so their key names it
-            transforms={"train": (dm.tfm_train, f"{transform_signature(cfg, True)}|seed={max(cfg.SEED, 0)}"),
-                        "test": (dm.tfm_test, transform_signature(cfg, False))},
+            transforms={"train": (dm.tfm_train, f"{transform_signature(cfg, True)}|seed={max(cfg.SEED, 0)}{decoded}"),
+                        "test": (dm.tfm_test, f"{transform_signature(cfg, False)}{decoded}")},
             # more views than epochs would never be used
             train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
             device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
-            root=cfg.DATASET.ROOT, seed=cfg.SEED)
+            root=cfg.DATASET.ROOT, seed=cfg.SEED, decode_on_device=on_device)
 
     def default_views(self, split):
         """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
@@ -447,7 +506,8 @@ class FeatureSource:
             feats = (self.store or FeatureStore(enabled=False)).features(
                 self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
                 batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed)
+                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed,
+                decode_on_device=self.decode_on_device)
             out.update(zip(kind_views, feats))
         if self.store is not None:
             logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)

@@ -13,6 +13,10 @@ for path in (ROOT, TESTS):
 os.environ["TASKRES_OFFLINE"] = "1"  # no test may reach the network
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped with the reason elsewhere (pytest -m cuda)")
+
+
 @pytest.fixture(autouse=True)
 def _private_caches(tmp_path, monkeypatch):
     """Each test gets its own feature and CLIP caches, and leaves no log handlers behind."""

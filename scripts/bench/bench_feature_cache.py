@@ -62,6 +62,8 @@ def build_parser():
                    help="FEATURE_CACHE.NUM_THREADS (torch CPU threads of the runs; 0 = one per core)")
     p.add_argument("--e2e-epochs", type=int, default=None,
                    help="run end-to-end for this many epochs and extrapolate to --epochs (default: all)")
+    p.add_argument("--decode", choices=("cpu", "device", "auto"), default="cpu",
+                   help="FEATURE_CACHE.DECODE: JPEG decode + crops in CPU workers or on the device")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of e2e,cold,warm")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)  # internal: run one mode
     return p
@@ -122,6 +124,7 @@ def train_argv(args, data, mode, epochs):
         "USE_CUDA", args.device == "cuda",
         "FEATURE_CACHE.ENABLED", mode != "e2e", "FEATURE_CACHE.DIR", os.path.join(args.out, "cache"),
         "FEATURE_CACHE.ENCODE_BATCH_SIZE", args.encode_batch_size, "FEATURE_CACHE.NUM_THREADS", args.threads,
+        "FEATURE_CACHE.DECODE", args.decode,
     ]
     if args.views is not None:
         opts += ["FEATURE_CACHE.TRAIN_VIEWS", args.views]
