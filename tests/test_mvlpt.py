@@ -7,6 +7,7 @@ a target run started from a source run holds the source's prompt; a killed run r
 same result; a source run over the 11 CoOp dataset replicas works; bad input is one sentence.
 """
 import json
+import random
 import os
 import signal
 import subprocess
@@ -373,3 +374,66 @@ def test_elevater_tasks_without_dataset_coop(tmp_path):
     results = json.loads((out / "results_test.json").read_text())
     assert set(results["tasks"]) == {"cifar-10", "resisc45_clip"} and results["accuracy"] == results["average"]
     assert results["average"] == pytest.approx(accuracies(out / "log.txt")[-1], abs=0.05)  # the log rounds
+
+
+def dassl_draw(rng, items, k):
+    """Dassl's generate_fewshot_dataset, read from its documentation: group by label in first-appearance
+    order, then ``random.sample(group, k)`` per label (the whole group when it is smaller)."""
+    groups = {}
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    return [x for group in groups.values() for x in (rng.sample(group, k) if len(group) >= k else group)]
+
+
+def multitask_cfg(root, names, mode, seed=1, shots=2):
+    import datasets  # noqa: F401  (registers the datasets)
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT = root
+    cfg.DATASET.DATASET = names
+    cfg.DATASET.COOP = True
+    cfg.DATASET.MULTITASK = True
+    cfg.DATASET.NUM_SHOTS = shots
+    cfg.DATASET.MULTITASK_FEWSHOT_RNG = mode
+    cfg.SEED = seed
+    return cfg
+
+
+def paths(items):
+    return [os.path.basename(os.path.dirname(d.impath)) + "/" + os.path.basename(d.impath) for d in items]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_global_fewshot_rng_reproduces_the_originals_draws(tmp_path, seed):
+    """The original seeds Python's random once (SEED) and builds the tasks in --dataset order, each
+    drawing train at K then val at min(K, 4) from it; the key reproduces that, the default does not."""
+    from engine.data.multitask import build_multitask_dataset
+    root = str(tmp_path / "data")
+    names = ["OxfordPets", "DescribableTextures", "EuroSAT"]
+    for name in names:
+        build_replica(name, root)
+    full = {}  # each task's whole train and val lists, the sampler's input
+    for name in names:
+        ds = build_multitask_dataset(multitask_cfg(root, name, "per_task", seed, shots=-1))
+        full[name] = (ds.train_x, ds.val)
+    rng = random.Random(seed)
+    expected_train, expected_val = [], []
+    for name in names:
+        expected_train += paths(dassl_draw(rng, full[name][0], 2))
+        expected_val += paths(dassl_draw(rng, full[name][1], 2))
+    ds = build_multitask_dataset(multitask_cfg(root, ",".join(names), "global", seed))
+    assert paths(ds.train_x) == expected_train and paths(ds.val) == expected_val
+    cached = [f for folder, _, files in os.walk(root) if folder.endswith("split_fewshot") for f in files]
+    assert cached == []  # a draw that depends on the tasks before it is not cached per (K, seed)
+
+    per_task = build_multitask_dataset(multitask_cfg(root, ",".join(names), "per_task", seed))
+    alone = build_multitask_dataset(multitask_cfg(root, "EuroSAT", "per_task", seed))
+    start = per_task.task_ranges[2][0]
+    euro = [d for d in per_task.train_x if d.label >= start]
+    assert paths(euro) == paths(alone.train_x)  # ours: a task's sample is its single-task sample
+    assert paths([d for d in ds.train_x if d.label >= start]) != paths(alone.train_x)  # the original's depends
+
+
+def test_fewshot_rng_key_is_checked(tmp_path):
+    from engine.data.multitask import build_multitask_dataset
+    with pytest.raises(ConfigError, match="DATASET.MULTITASK_FEWSHOT_RNG is 'shared'; use 'per_task'"):
+        build_multitask_dataset(multitask_cfg(str(tmp_path), "EuroSAT", "shared"))

@@ -10,13 +10,19 @@ label, so cached-feature batches (which carry no ``domain``) still know their ta
     dm.dataset.task_names, dm.dataset.task_ranges, dm.dataset.label_to_task   # [num_classes] long tensor
     own_task_logits(logits, labels, dm.dataset.label_to_task, dm.dataset.task_ranges)
 
+Few-shot draws: each task from its own ``random.Random(SEED)`` (ours: a task's sample does not
+depend on the tasks before it), or with ``DATASET.MULTITASK_FEWSHOT_RNG global`` the original's,
+one generator seeded once and the tasks drawn in ``--dataset`` order (``fewshot_generator``).
+
 ``MultiTaskClassification`` scores each task on its own classes (its slice of the logits) and
 reports the average over tasks first, so ``TEST.FINAL_MODEL best_val`` selects on the average
 (or on ``DATASET.MULTITASK_EVALKEY`` when that names a task, as MVLPT's key does).
 """
+import contextlib
 import json
 import logging
 import os
+import random
 from collections import OrderedDict
 
 import torch
@@ -25,9 +31,11 @@ from ..errors import ConfigError
 from ..evaluation import Classification
 from ..utils.io import atomic_write_text, mkdir_if_missing
 from .data_manager import DataManager
-from .datasets import DatasetBase, Datum, build_dataset
+from .datasets import DatasetBase, Datum, build_dataset, shared_fewshot_generator
 
 logger = logging.getLogger(__name__)
+
+FEWSHOT_RNG_MODES = ("per_task", "global")  # DATASET.MULTITASK_FEWSHOT_RNG
 
 
 def task_names(cfg):
@@ -90,14 +98,31 @@ class MultiTaskDataset(DatasetBase):
         return self.task_names[int(self.label_to_task[label])]
 
 
+def fewshot_generator(cfg):
+    """The context the tasks are built in: per task (ours, default) each task draws from its own
+    ``random.Random(SEED)``; ``global`` (the original) all draw, in --dataset order, from one seeded once."""
+    mode = cfg.DATASET.MULTITASK_FEWSHOT_RNG
+    if mode not in FEWSHOT_RNG_MODES:
+        raise ConfigError(f"DATASET.MULTITASK_FEWSHOT_RNG is {mode!r}; use 'per_task' (each task's sample on its "
+                          "own) or 'global' (the original's draws: one generator for all tasks, in order).")
+    if mode == "per_task":
+        return contextlib.nullcontext()
+    seed = cfg.SEED
+    logger.info("Few-shot draws: one generator seeded once with SEED %s for all tasks, in order "
+                "(DATASET.MULTITASK_FEWSHOT_RNG global, the original's)", seed)
+    # Dassl seeds the global random only when SEED >= 0; an unseeded run draws at random there too
+    return shared_fewshot_generator(random.Random(seed) if seed >= 0 else random.Random())
+
+
 def build_multitask_dataset(cfg):
     """Each task of ``task_names(cfg)`` built as its own dataset, then concatenated."""
     tasks = []
-    for name in task_names(cfg):
-        dataset = build_dataset(task_cfg(cfg, name))
-        logger.info("Task %d: %s (%d classes, %d train, %d test)", len(tasks), name, dataset.num_classes,
-                    len(dataset.train_x), len(dataset.test))
-        tasks.append((name, dataset))
+    with fewshot_generator(cfg):
+        for name in task_names(cfg):
+            dataset = build_dataset(task_cfg(cfg, name))
+            logger.info("Task %d: %s (%d classes, %d train, %d test)", len(tasks), name, dataset.num_classes,
+                        len(dataset.train_x), len(dataset.test))
+            tasks.append((name, dataset))
     return MultiTaskDataset(tasks)
 
 
