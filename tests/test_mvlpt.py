@@ -437,3 +437,84 @@ def test_fewshot_rng_key_is_checked(tmp_path):
     from engine.data.multitask import build_multitask_dataset
     with pytest.raises(ConfigError, match="DATASET.MULTITASK_FEWSHOT_RNG is 'shared'; use 'per_task'"):
         build_multitask_dataset(multitask_cfg(str(tmp_path), "EuroSAT", "shared"))
+
+
+ORIGINAL = json.load(open(os.path.join(ROOT, "tests", "data", "mvlpt_original_configs.json")))
+# DATASET.MULTITASK_LABEL_PERTASK: ours defaults to the own-task loss (README, deliberate differences)
+OUR_DEFAULTS = {"DATASET.MULTITASK_LABEL_PERTASK": True}
+
+
+def nested(flat):
+    out = {}
+    for key, value in flat.items():
+        node = out
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def lookup(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL["files"]))
+def test_every_original_config_file_loads_with_its_values(tmp_path, name, caplog):
+    """Each of the original's configs/trainers/MVLPT/*.yaml (keys and values stored from its files)."""
+    import yaml
+    from engine.config import check_cfg, merge_from_file
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(nested(ORIGINAL["files"][name])))
+    cfg = extend_cfg(get_cfg_default())
+    merge_from_file(cfg, str(path))
+    check_cfg(cfg)
+    mvlpt.check_mvlpt_cfg(cfg)
+    for key, value in ORIGINAL["files"][name].items():
+        expected = CN._decode_cfg_value(value) if isinstance(value, str) else value
+        got = lookup(cfg, key)
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == (
+            list(expected) if isinstance(expected, (list, tuple)) else expected), key
+    if "TRAINER.COOP.CTX_INIT" in ORIGINAL["files"][name]:  # read by CoOp, not MVLPT: said, not silent
+        assert "TRAINER.COOP.CTX_INIT \"a photo of a\" is the CoOp trainer's key" in caplog.text
+
+
+def test_the_originals_train_py_keys_exist_with_its_defaults():
+    cfg = extend_cfg(get_cfg_default())
+    for key, value in ORIGINAL["train_py_extend_cfg"].items():
+        assert lookup(cfg, key) == OUR_DEFAULTS.get(key, value), key
+
+
+@pytest.mark.parametrize("key, value", [("DATASET.TRAIN_SET", "images"), ("DATASET.VAL_SET", "val"),
+                                        ("DATASET.TEST_SET", "test"), ("DATASET.CENTER_CROP", True)])
+def test_changed_keys_we_cannot_honour_are_one_sentence(key, value):
+    from engine.config import check_cfg
+    cfg = extend_cfg(get_cfg_default())
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ConfigError, match=rf"^{key} is {value!r}, but nothing here reads it \(MVLPT's .*\); "
+                                          rf"remove it or set it back to"):
+        check_cfg(cfg)
+
+
+def test_the_originals_25_flags_are_accepted(tmp_path):
+    """Every flag of the original's train.py parses, with its spelling; the multitask ones set its keys."""
+    import train
+    argv = ["--root", "r", "--output-dir", "o", "--resume", "o", "--seed", "2", "--source-domains", "a",
+            "--target-domains", "b", "--transforms", "normalize", "--config-file", "c.yaml",
+            "--dataset-config-file", "d.yaml", "--dataset", "EuroSAT,DescribableTextures", "--shots", "4",
+            "--trainer", "MVLPT", "--backbone", "ViT-B/16", "--head", "h", "--eval-only", "--model-dir", "m",
+            "--load-epoch", "3", "--no-train", "--multi-task", "--multi-task-label_pertask",
+            "--multi-task-evalkey", "EuroSAT", "--dataset-coop", "--cut-contextlen", "--act-ckpt", "2",
+            "OPTIM.MAX_EPOCH", "1"]
+    flags = {a for a in argv if a.startswith("--")}
+    assert len(flags) == 24  # + the KEY VALUE opts: the original's 25
+    args = train.parse_args(argv)
+    assert args.multi_task_label_pertask and args.opts == ["OPTIM.MAX_EPOCH", "1"]
+    cfg = extend_cfg(get_cfg_default())
+    cfg.DATASET.MULTITASK_LABEL_PERTASK = False  # so the flag is seen setting it
+    train.reset_multitask_cfg(cfg, args)
+    assert cfg.DATASET.MULTITASK_LABEL_PERTASK is True and cfg.DATASET.MULTITASK and cfg.DATASET.COOP
+    assert cfg.DATASET.MULTITASK_EVALKEY == "EuroSAT" and cfg.TRAINER.ACT_CKPT == 2 and cfg.TRAINER.CUT_CONTEXTLEN
+    assert cfg.DATASET.DATASET == "EuroSAT,DescribableTextures" and cfg.DATASET.NUM_SHOTS == 4

@@ -104,6 +104,12 @@ def check_mvlpt_cfg(cfg):
         raise ConfigError(f"TRAINER.MVLPT.PROJECT_DIM must be at least 1, got {m.PROJECT_DIM}.")
     if cfg.TRAINER.ACT_CKPT < 1:
         raise ConfigError(f"TRAINER.ACT_CKPT must be at least 1, got {cfg.TRAINER.ACT_CKPT}.")
+    coop = cfg.TRAINER.get("COOP")
+    if coop is not None and coop.CTX_INIT and coop.CTX_INIT != m.COOP.CTX_INIT:
+        # its *_ctxv1.yaml files set the CoOp trainer's key, which its MVLPT never reads either
+        logger.warning('TRAINER.COOP.CTX_INIT "%s" is the CoOp trainer\'s key and MVLPT does not read it (nor does '
+                       'the original\'s); MVLPT\'s initial words are TRAINER.MVLPT.COOP.CTX_INIT ("%s")',
+                       coop.CTX_INIT, m.COOP.CTX_INIT)
 
 
 def uses_visual_prompts(cfg):
