@@ -8,6 +8,7 @@ same result; a source run over the 11 CoOp dataset replicas works; bad input is 
 """
 import json
 import random
+import re
 import os
 import signal
 import subprocess
@@ -518,3 +519,69 @@ def test_the_originals_25_flags_are_accepted(tmp_path):
     assert cfg.DATASET.MULTITASK_LABEL_PERTASK is True and cfg.DATASET.MULTITASK and cfg.DATASET.COOP
     assert cfg.DATASET.MULTITASK_EVALKEY == "EuroSAT" and cfg.TRAINER.ACT_CKPT == 2 and cfg.TRAINER.CUT_CONTEXTLEN
     assert cfg.DATASET.DATASET == "EuroSAT,DescribableTextures" and cfg.DATASET.NUM_SHOTS == 4
+
+
+def read_record_number(log, index=-2):
+    """The original's scripts/read_record.py rule: "results" in lines[index], "test" two lines above,
+    the first decimal number of lines[index] (index -2 after training, -1 for --eval-only)."""
+    import re
+    lines = log.read_text().splitlines(keepends=True)
+    assert "results" in lines[index] and "test" in lines[index - 2], lines[index - 3:]
+    return float(re.findall(r"([+-]?[0-9]*\.[0-9]*)", lines[index])[0])
+
+
+def test_the_originals_log_lines_on_elevater_tasks(tmp_path):
+    """Per task ``evaluate on the *T* !`` and ``results {'<its ELEVATER metric>': fraction}``, then
+    ``Overall evaluation !`` and ``results {'average': ...}``; ours stay (Dassl's blocks, the average)."""
+    import re
+    root = str(tmp_path / "data")
+    elevater_iris(root)
+    elevater_coco(root)
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path, "vit"), dataset="", epochs=1, batch=4)
+    out = tmp_path / "mt"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", out,
+              "--dataset", "cifar-10,resisc45_clip", "--multi-task", "--shots", 2,
+              "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32")
+    text = (out / "log.txt").read_text()
+    final = text[text.rindex("Evaluate on the *test* set"):].splitlines()
+    tasks = [(final.index(f"evaluate on the *{t}* !"), t) for t in ("cifar-10", "resisc45_clip")]
+    results = json.loads((out / "results_test.json").read_text())
+    values = []
+    for (at, task), (nxt, _) in zip(tasks, tasks[1:] + [(len(final), None)]):
+        assert final[at + 1] == f"=> result on {task}"  # ours follows
+        line = next(x for x in final[at:nxt] if x.startswith("results "))
+        value = float(re.fullmatch(r"results \{'accuracy': ([0-9.e-]+)\}", line).group(1))
+        assert value == pytest.approx(results["tasks"][task] / 100)  # both ELEVATER tasks score accuracy
+        values.append(value)
+    assert final[-5:-1] == ["* accuracy: " + f"{results['average']:.1f}%", f"=> results saved to {out / 'results_test.json'}",
+                            "Overall evaluation !", f"results {{'average': {sum(values) / 2!r}}}"]
+    assert final[-1].startswith("Elapsed")
+    assert read_record_number(out / "log.txt") == pytest.approx(sum(values) / 2)
+
+    single = tmp_path / "single"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", single,
+              "--dataset", "cifar-10", "--shots", 2, "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32")
+    accuracy = json.loads((single / "results_test.json").read_text())["accuracy"]
+    assert read_record_number(single / "log.txt") == pytest.approx(accuracy / 100)
+    evaluated = tmp_path / "eval"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", evaluated,
+              "--dataset", "cifar-10", "--shots", 2, "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32",
+              "--eval-only", "--model-dir", single, "--load-epoch", 1)
+    assert read_record_number(evaluated / "log.txt", index=-1) == pytest.approx(accuracy / 100)
+
+
+def test_the_originals_log_lines_on_coop_tasks(assets, tmp_path):
+    """CoOp data: Dassl's OrderedDict as its Python 3.8 prints it; CoOp's parse_test_res.py reads the
+    last ``* accuracy:`` line, which in our log is the average (in the original's, the last task's)."""
+    out = tmp_path / "out"
+    run_train(*mvlpt_args(assets, out, "CoOp"), "OPTIM.MAX_EPOCH", 1)
+    text = (out / "log.txt").read_text()
+    final = text[text.rindex("Evaluate on the *test* set"):].splitlines()
+    results = json.loads((out / "results_test.json").read_text())
+    at = final.index("evaluate on the *DescribableTextures* !")
+    line = next(x for x in final[at:] if x.startswith("results "))
+    assert re.fullmatch(r"results OrderedDict\(\[\('accuracy', [0-9.]+\), \('error_rate', [0-9.e-]+\), "
+                        r"\('macro_f1', [0-9.e-]+\)\]\)", line)
+    assert float(line.split("'accuracy', ")[1].split(")")[0]) == pytest.approx(results["tasks"]["DescribableTextures"])
+    assert accuracies(out / "log.txt")[-1] == pytest.approx(results["average"], abs=0.05)
+    assert read_record_number(out / "log.txt") == pytest.approx(results["average"])

@@ -25,6 +25,7 @@ import os
 import random
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -166,40 +167,116 @@ def own_task_logits(logits, labels, label_to_task, task_ranges):
     return logits.masked_fill(~keep, float("-inf"))
 
 
+def original_results_line(results):
+    """The original's ``print('results', results)`` as its Python (3.8) writes it: Dassl's OrderedDict
+    as ``results OrderedDict([('accuracy', 85.0), ...])``, a plain dict as ``results {'average': 85.0}``."""
+    items = [(key, float(value)) for key, value in results.items()]
+    if isinstance(results, OrderedDict):
+        return "results OrderedDict([" + ", ".join(f"({k!r}, {v!r})" for k, v in items) + "])"
+    return "results {" + ", ".join(f"{k!r}: {v!r}" for k, v in items) + "}"
+
+
+class ScoreKeeper:
+    """A task's scores and labels, kept for its ELEVATER metric (engine/elevater_metrics.py)."""
+
+    def __init__(self, metric):
+        self.name, self.fn = metric
+        self.reset()
+
+    def reset(self):
+        self.scores, self.labels = [], []
+
+    def process(self, mo, gt):
+        self.scores.append(mo.detach().float().cpu().numpy())
+        self.labels.append(gt.detach().cpu().numpy())
+
+    def value(self):
+        return self.fn(np.concatenate(self.labels), np.concatenate(self.scores))
+
+
+class OriginalLinesClassification(Classification):
+    """One task with the original MVLPT's lines after Dassl's block: ``Overall evaluation !`` and its
+    ``results {...}`` (an ELEVATER task's ``metric``, a ``(name, function)``, scores it as the original does).
+
+    Before them: ``=> results saved to <path>``, the split's results file, so the original's
+    read_record.py, which wants "test" three lines above ``results``, reads our log."""
+
+    def __init__(self, cfg, lab2cname=None, metric=None, **kwargs):
+        self.keeper = ScoreKeeper(metric) if metric else None
+        super().__init__(cfg, lab2cname=lab2cname, **kwargs)
+
+    def reset(self):
+        super().reset()
+        if getattr(self, "keeper", None):
+            self.keeper.reset()
+
+    def process(self, mo, gt):
+        super().process(mo, gt)
+        if self.keeper:
+            self.keeper.process(mo, gt)
+
+    def evaluate(self, save_path=None):
+        results = super().evaluate(save_path)
+        if save_path:
+            logger.info("=> results saved to %s", save_path)
+        logger.info("Overall evaluation !")
+        logger.info(original_results_line({self.keeper.name: self.keeper.value()} if self.keeper else results))
+        return results
+
+
 class MultiTaskClassification(Classification):
+
     """Per-task accuracy on each task's own classes, and their average (reported first).
 
     Logs one Dassl result block per task (``=> result on <task>``), then the average as the last
     ``* accuracy:`` line, which is the number CoOp's parse_test_res.py and our summaries read.
+    With ``original_lines`` (MVLPT) the original's lines too: ``evaluate on the *<task>* !`` before
+    each task's block and its ``results ...`` after it (``metrics``: task -> ELEVATER ``(name,
+    function)``, the original's score of an ELEVATER task; else Dassl's OrderedDict), then
+    ``=> results saved to <path>``, ``Overall evaluation !`` and ``results {'average': ...}``.
     """
 
-    def __init__(self, cfg, task_names, task_ranges, lab2cname=None, evalkey="average"):
+    def __init__(self, cfg, task_names, task_ranges, lab2cname=None, evalkey="average", original_lines=False,
+                 metrics=None):
         self.task_names = list(task_names)
         self.task_ranges = list(task_ranges)
         if evalkey != "average" and evalkey not in self.task_names:
             raise ConfigError(f"DATASET.MULTITASK_EVALKEY is {evalkey!r}; use 'average' or one of the tasks "
                               f"{', '.join(self.task_names)}.")
         self.evalkey = evalkey
+        self.original_lines = original_lines
         self.per_task = OrderedDict((name, Classification(cfg, lab2cname=lab2cname)) for name in self.task_names)
+        self.keepers = {name: ScoreKeeper(metric) for name, metric in (metrics or {}).items()}
         super().__init__(cfg, lab2cname=lab2cname)
 
     def reset(self):
         super().reset()
-        for evaluator in getattr(self, "per_task", {}).values():
+        for evaluator in [*getattr(self, "per_task", {}).values(), *getattr(self, "keepers", {}).values()]:
             evaluator.reset()
 
     def process(self, mo, gt):
-        for (start, end), evaluator in zip(self.task_ranges, self.per_task.values()):
+        for name, (start, end) in zip(self.task_names, self.task_ranges):
             rows = (gt >= start) & (gt < end)
             if rows.any():  # the task's slice of the logits, its labels back to 0..n_t-1
-                evaluator.process(mo[rows][:, start:end], gt[rows] - start)
+                self.per_task[name].process(mo[rows][:, start:end], gt[rows] - start)
+                if name in self.keepers:
+                    self.keepers[name].process(mo[rows][:, start:end], gt[rows] - start)
 
     def evaluate(self, save_path=None):
         results = OrderedDict()
         per_task = OrderedDict()
+        original = OrderedDict()  # the original's number per task (its metric of an ELEVATER task)
         for name, evaluator in self.per_task.items():
+            if self.original_lines:
+                logger.info("evaluate on the *%s* !", name)
             logger.info("=> result on %s", name)
-            per_task[name] = evaluator.evaluate()["accuracy"]
+            task_results = evaluator.evaluate()
+            per_task[name] = task_results["accuracy"]
+            if self.original_lines:
+                keeper = self.keepers.get(name)
+                line = {keeper.name: keeper.value()} if keeper else task_results
+                original[name] = next(iter(line.values()))
+                logger.info(original_results_line(line))
         average = sum(per_task.values()) / len(per_task)
         logger.info("=> average over %d tasks", len(per_task))
         logger.info(f"* accuracy: {average:.1f}%")
@@ -215,4 +292,17 @@ class MultiTaskClassification(Classification):
             payload = {"accuracy": results[self.evalkey], "average": average, "tasks": per_task,
                        "evalkey": self.evalkey}
             atomic_write_text(save_path, json.dumps(payload, indent=2) + "\n")
+        if self.original_lines:
+            self.log_original_overall(original, save_path)
         return results
+
+    def log_original_overall(self, original, save_path):
+        if save_path:
+            logger.info("=> results saved to %s", save_path)
+        logger.info("Overall evaluation !")
+        if self.evalkey == "average":
+            line = {"average": sum(original.values()) / len(original)}
+        else:
+            line = {self.evalkey: original[self.evalkey]}
+            logger.info("select %s as the evaluation key", self.evalkey)
+        logger.info(original_results_line(line))
