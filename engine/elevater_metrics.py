@@ -80,10 +80,11 @@ def map_11_points(targets, scores):
 def roc_auc(targets, scores):
     scores = np.asarray(scores, dtype=np.float64)
     rows = one_hot(targets, scores.shape[1])
-    try:
-        return float(roc_auc_score(rows, scores))
-    except ValueError as e:  # a class with only positives or only negatives has no ROC curve
-        raise DataError(f"ELEVATER metric roc_auc cannot be computed on this split ({e}).") from None
+    counts = rows.sum(axis=0)
+    if ((counts == 0) | (counts == len(rows))).any():  # scikit-learn: a warning and nan; ELEVATER: an error
+        raise DataError("ELEVATER metric roc_auc cannot be computed on this split: a class has only positive "
+                        "or only negative targets, so it has no ROC curve.")
+    return float(roc_auc_score(rows, scores))
 
 
 METRICS = {"accuracy": accuracy, "mean-per-class": mean_per_class, "11point_mAP": map_11_points, "roc_auc": roc_auc}
