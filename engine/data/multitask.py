@@ -199,7 +199,7 @@ class OriginalLinesClassification(Classification):
     ``results {...}`` (an ELEVATER task's ``metric``, a ``(name, function)``, scores it as the original does).
 
     Before them: ``=> results saved to <path>``, the split's results file, so the original's
-    read_record.py, which wants "test" three lines above ``results``, reads our log."""
+    read_record.py, which wants "test" two lines above ``results``, reads our log."""
 
     def __init__(self, cfg, lab2cname=None, metric=None, **kwargs):
         self.keeper = ScoreKeeper(metric) if metric else None
@@ -225,7 +225,6 @@ class OriginalLinesClassification(Classification):
 
 
 class MultiTaskClassification(Classification):
-
     """Per-task accuracy on each task's own classes, and their average (reported first).
 
     Logs one Dassl result block per task (``=> result on <task>``), then the average as the last
