@@ -59,7 +59,7 @@ def build_parser():
     parser.add_argument("--dataset-coop", action="store_true",
                         help="--dataset names the Dassl-style few-shot datasets (DATASET.COOP), not ELEVATER's")
     parser.add_argument("--multi-task", action="store_true", help="train the --dataset tasks jointly (DATASET.MULTITASK)")
-    parser.add_argument("--multi-task-label-pertask", action="store_true",
+    parser.add_argument("--multi-task-label-pertask", "--multi-task-label_pertask", action="store_true",
                         help="loss over each sample's own task's classes (DATASET.MULTITASK_LABEL_PERTASK)")
     parser.add_argument("--multi-task-evalkey", type=str,
                         help="'average' or a task to select the best epoch on (DATASET.MULTITASK_EVALKEY)")

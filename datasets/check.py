@@ -49,6 +49,7 @@ def main(argv=None):
     cfg.DATASET.ROOT = args.root
     cfg.DATASET.NAME = args.dataset
     cfg.DATASET.NUM_SHOTS = args.num_shots
+    cfg.DATASET.NUM_SAMPLES_PER_CLASS = args.num_shots  # Elevater's (MVLPT's --shots sets both)
     cfg.DATASET.SUBSAMPLE_CLASSES = args.subsample
     cfg.DATASET.ELEVATER_NAME = args.elevater_name
     cfg.SEED = args.seed

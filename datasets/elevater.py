@@ -17,7 +17,9 @@ Formats read (facts from ``vision_datasets``' IRIS and COCO docs and MVLPT's
 Images inside a zip are extracted once into ``<root_folder>/extracted/<archive>.zip/`` (our
 loader and the feature cache read files, not archive members).
 
-Few-shot protocol, as MVLPT runs it (``construct_dataloader``): the train manifest is sampled by
+Few-shot protocol, as MVLPT runs it (``construct_dataloader``): K = DATASET.NUM_SAMPLES_PER_CLASS and
+the seed DATASET.RANDOM_SEED_SAMPLING, which its --shots / --seed set (``elevater_shots_and_seed``: with
+those keys at their defaults, NUM_SHOTS and SEED stand in; neither set: its 20 shots); the train manifest is sampled by
 ``vision_datasets``' ``sample_few_shot_subset(K, seed)`` (``random.Random(seed)`` shuffles the
 images, then each image is kept while its class has fewer than K), then split per class into val
 (the first ceil(20 %) of each class, in sampled order) and train (the rest); at 1 shot train and
@@ -47,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 SECTION = "Elevater"
 VAL_FRACTION = 0.2  # MVLPT's val_split in construct_dataloader
+DEFAULT_SAMPLES_PER_CLASS = 20  # MVLPT's train.py defaults of DATASET.NUM_SAMPLES_PER_CLASS
+DEFAULT_SEED_SAMPLING = 1  # ... and of DATASET.RANDOM_SEED_SAMPLING
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,21 @@ def elevater_fewshot(items, num_shots, seed):
     return kept
 
 
+def elevater_shots_and_seed(cfg):
+    """The shots and seed of an ELEVATER draw: MVLPT's loader reads DATASET.NUM_SAMPLES_PER_CLASS
+    and DATASET.RANDOM_SEED_SAMPLING, which its --shots and --seed set together with NUM_SHOTS and
+    SEED. So each of those keys wins when changed from its default (20, 1); otherwise NUM_SHOTS
+    (when set) and SEED stand in for it, and with neither the original's 20 shots are drawn."""
+    d = cfg.DATASET
+    shots = d.NUM_SAMPLES_PER_CLASS
+    if shots == DEFAULT_SAMPLES_PER_CLASS and d.NUM_SHOTS != -1:
+        shots = d.NUM_SHOTS
+    seed = d.RANDOM_SEED_SAMPLING
+    if seed == DEFAULT_SEED_SAMPLING:
+        seed = cfg.SEED  # the original's --seed (even its default -1, which random.Random reads as 1)
+    return shots, seed
+
+
 def split_val(items, fraction=VAL_FRACTION):
     """MVLPT's class-balanced split: per class the first ceil(n * fraction) items (dataset order) are val."""
     per_class = {}
@@ -158,10 +177,10 @@ class Elevater(DatasetBase):
         test = [Datum(d.impath, d.label, 0, classnames[d.label]) for d in test]
         check_images_exist(train + test, f"the index files of {self.dataset_dir}", "Elevater")
 
-        num_shots = cfg.DATASET.NUM_SHOTS
+        num_shots, seed = elevater_shots_and_seed(cfg)
         if num_shots >= 1:
-            train = elevater_fewshot(train, num_shots, cfg.SEED)
-            logger.info("Elevater %s: %d-shot sample (seed %s), vision_datasets' sampler", name, num_shots, cfg.SEED)
+            train = elevater_fewshot(train, num_shots, seed)
+            logger.info("Elevater %s: %d-shot sample (seed %s), vision_datasets' sampler", name, num_shots, seed)
         if num_shots == 1:  # MVLPT: one image per class cannot be split; train and val are the same
             val = list(train)
         else:

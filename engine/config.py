@@ -73,6 +73,20 @@ _C.DATASET.MULTITASK = False  # track tasks: own-task loss, per-task accuracy an
 # default, a softmax over the union of every task's classes
 _C.DATASET.MULTITASK_LABEL_PERTASK = True
 _C.DATASET.MULTITASK_EVALKEY = "average"  # what best_val selects on: "average" or one task's name
+# ours: how a multitask run draws each task's few-shot sample: "per_task" (default, each task from
+# its own random.Random(SEED), so a task's sample does not depend on the tasks before it) or
+# "global" (the original: one generator seeded once with SEED, the tasks drawn in --dataset order)
+_C.DATASET.MULTITASK_FEWSHOT_RNG = "per_task"
+# The rest of the DATASET keys of MVLPT's train.py and configs (its ELEVATER loader's), with its
+# defaults. NUM_SAMPLES_PER_CLASS / RANDOM_SEED_SAMPLING: the ELEVATER few-shot draw's shots and
+# seed (its --shots and --seed set them together with NUM_SHOTS and SEED, which is what the
+# default means here: datasets/elevater.py takes NUM_SHOTS / SEED unless these were changed).
+_C.DATASET.NUM_SAMPLES_PER_CLASS = 20
+_C.DATASET.RANDOM_SEED_SAMPLING = 1
+_C.DATASET.TRAIN_SET = "train"  # its ImageFolder fallback for names ELEVATER does not know (see below)
+_C.DATASET.VAL_SET = ""
+_C.DATASET.TEST_SET = "val"
+_C.DATASET.CENTER_CROP = False  # its ELEVATER loader's fixed transform (see below)
 
 ###########################
 # Dataloader
@@ -202,6 +216,10 @@ _NO_DOMAINS = "no dataset here has domains: DG evaluates on the ImageNet variant
 _DASSL_SSL = "used by Dassl's semi-supervised / CIFAR / STL10 datasets, which are not here"
 _NO_HEAD = "Dassl's SimpleNet backbone+head model is not here; CLIP trainers build their own heads"
 _NO_SAMPLER = "used by Dassl's domain/class samplers only, which are not supported here"
+_MVLPT_FOLDER = ("MVLPT's ImageFolder fallback for a dataset name ELEVATER does not know, which its own MVLPT "
+                 "trainer cannot run (class_map has no entry, train_set is never set); name an ELEVATER dataset")
+_MVLPT_CROP = ("MVLPT's ELEVATER loader's fixed, augmentation-free transform; here ELEVATER images go through "
+               "INPUT.TRANSFORMS like every dataset's, so choose the crop there")
 
 
 def unused_key(key, default, reason):
@@ -247,6 +265,8 @@ for _key, _reason in [
     ("MODEL.INIT_WEIGHTS", _NO_HEAD + " (load weights in your trainer with engine.utils.load_pretrained_weights)"),
     ("MODEL.HEAD.NAME", _NO_HEAD), ("MODEL.HEAD.HIDDEN_LAYERS", _NO_HEAD), ("MODEL.HEAD.ACTIVATION", _NO_HEAD),
     ("MODEL.HEAD.BN", _NO_HEAD), ("MODEL.HEAD.DROPOUT", _NO_HEAD),
+    ("DATASET.TRAIN_SET", _MVLPT_FOLDER), ("DATASET.VAL_SET", _MVLPT_FOLDER), ("DATASET.TEST_SET", _MVLPT_FOLDER),
+    ("DATASET.CENTER_CROP", _MVLPT_CROP),
 ]:
     _node = _C
     for _part in _key.split("."):

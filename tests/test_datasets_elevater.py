@@ -24,6 +24,8 @@ def load(root, name="cifar-10", num_shots=-1, seed=1, subsample="all"):
     cfg.DATASET.ELEVATER_NAME = name
     cfg.DATASET.ROOT = str(root)
     cfg.DATASET.NUM_SHOTS = num_shots
+    if num_shots == -1:  # the full train set (MVLPT's loader draws 20 shots by default)
+        cfg.DATASET.NUM_SAMPLES_PER_CLASS = -1
     cfg.DATASET.SUBSAMPLE_CLASSES = subsample
     cfg.SEED = seed
     return build_dataset(cfg)
@@ -180,3 +182,31 @@ def test_check_command_reads_an_elevater_dataset(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "--dataset", "Elevater", "--elevater-name", "cifar-10"]) == 0
     out = capsys.readouterr().out
     assert "classes: 3" in out and "train: 12" in out and "val: 6" in out and "test: 6" in out
+
+
+def shots_and_seed(**keys):
+    from datasets.elevater import elevater_shots_and_seed
+    cfg = get_cfg_default()
+    for key, value in keys.items():
+        cfg.merge_from_list([key.replace("__", "."), value])
+    return elevater_shots_and_seed(cfg)
+
+
+def test_shots_and_seed_follow_the_originals_keys():
+    """MVLPT's ELEVATER loader reads NUM_SAMPLES_PER_CLASS (default 20) and RANDOM_SEED_SAMPLING, which
+    its --shots / --seed set together with NUM_SHOTS / SEED."""
+    assert shots_and_seed() == (20, -1)  # no --shots: its 20; no --seed: its -1
+    assert shots_and_seed(DATASET__NUM_SHOTS=4, SEED=3) == (4, 3)  # what --shots 4 --seed 3 sets here
+    assert shots_and_seed(DATASET__NUM_SAMPLES_PER_CLASS=8, DATASET__NUM_SHOTS=4) == (8, -1)  # its key wins
+    assert shots_and_seed(DATASET__RANDOM_SEED_SAMPLING=5, SEED=3) == (20, 5)
+    assert shots_and_seed(DATASET__NUM_SAMPLES_PER_CLASS=-1) == (-1, -1)  # the whole train set
+
+
+def test_the_draw_reads_num_samples_per_class_and_random_seed_sampling(tmp_path):
+    folder = elevater_iris(str(tmp_path), n_train=10)
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME, cfg.DATASET.ELEVATER_NAME, cfg.DATASET.ROOT = "Elevater", "cifar-10", str(tmp_path)
+    cfg.DATASET.NUM_SAMPLES_PER_CLASS, cfg.DATASET.RANDOM_SEED_SAMPLING = 4, 7
+    ds = build_dataset(cfg)
+    expected_train, _ = mvlpt_val_split(vision_datasets_fewshot(index_rows(folder, "train.txt"), 4, 7))
+    assert members(ds.train_x, folder, "train.zip") == expected_train

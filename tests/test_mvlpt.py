@@ -7,6 +7,8 @@ a target run started from a source run holds the source's prompt; a killed run r
 same result; a source run over the 11 CoOp dataset replicas works; bad input is one sentence.
 """
 import json
+import random
+import re
 import os
 import signal
 import subprocess
@@ -373,3 +375,213 @@ def test_elevater_tasks_without_dataset_coop(tmp_path):
     results = json.loads((out / "results_test.json").read_text())
     assert set(results["tasks"]) == {"cifar-10", "resisc45_clip"} and results["accuracy"] == results["average"]
     assert results["average"] == pytest.approx(accuracies(out / "log.txt")[-1], abs=0.05)  # the log rounds
+
+
+def dassl_draw(rng, items, k):
+    """Dassl's generate_fewshot_dataset, read from its documentation: group by label in first-appearance
+    order, then ``random.sample(group, k)`` per label (the whole group when it is smaller)."""
+    groups = {}
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    return [x for group in groups.values() for x in (rng.sample(group, k) if len(group) >= k else group)]
+
+
+def multitask_cfg(root, names, mode, seed=1, shots=2):
+    import datasets  # noqa: F401  (registers the datasets)
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT = root
+    cfg.DATASET.DATASET = names
+    cfg.DATASET.COOP = True
+    cfg.DATASET.MULTITASK = True
+    cfg.DATASET.NUM_SHOTS = shots
+    cfg.DATASET.MULTITASK_FEWSHOT_RNG = mode
+    cfg.SEED = seed
+    return cfg
+
+
+def paths(items):
+    return [os.path.basename(os.path.dirname(d.impath)) + "/" + os.path.basename(d.impath) for d in items]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_global_fewshot_rng_reproduces_the_originals_draws(tmp_path, seed):
+    """The original seeds Python's random once (SEED) and builds the tasks in --dataset order, each
+    drawing train at K then val at min(K, 4) from it; the key reproduces that, the default does not."""
+    from engine.data.multitask import build_multitask_dataset
+    root = str(tmp_path / "data")
+    names = ["OxfordPets", "DescribableTextures", "EuroSAT"]
+    for name in names:
+        build_replica(name, root)
+    full = {}  # each task's whole train and val lists, the sampler's input
+    for name in names:
+        ds = build_multitask_dataset(multitask_cfg(root, name, "per_task", seed, shots=-1))
+        full[name] = (ds.train_x, ds.val)
+    rng = random.Random(seed)
+    expected_train, expected_val = [], []
+    for name in names:
+        expected_train += paths(dassl_draw(rng, full[name][0], 2))
+        expected_val += paths(dassl_draw(rng, full[name][1], 2))
+    ds = build_multitask_dataset(multitask_cfg(root, ",".join(names), "global", seed))
+    assert paths(ds.train_x) == expected_train and paths(ds.val) == expected_val
+    cached = [f for folder, _, files in os.walk(root) if folder.endswith("split_fewshot") for f in files]
+    assert cached == []  # a draw that depends on the tasks before it is not cached per (K, seed)
+
+    per_task = build_multitask_dataset(multitask_cfg(root, ",".join(names), "per_task", seed))
+    alone = build_multitask_dataset(multitask_cfg(root, "EuroSAT", "per_task", seed))
+    start = per_task.task_ranges[2][0]
+    euro = [d for d in per_task.train_x if d.label >= start]
+    assert paths(euro) == paths(alone.train_x)  # ours: a task's sample is its single-task sample
+    assert paths([d for d in ds.train_x if d.label >= start]) != paths(alone.train_x)  # the original's depends
+
+
+def test_fewshot_rng_key_is_checked(tmp_path):
+    from engine.data.multitask import build_multitask_dataset
+    with pytest.raises(ConfigError, match="DATASET.MULTITASK_FEWSHOT_RNG is 'shared'; use 'per_task'"):
+        build_multitask_dataset(multitask_cfg(str(tmp_path), "EuroSAT", "shared"))
+
+
+ORIGINAL = json.load(open(os.path.join(ROOT, "tests", "data", "mvlpt_original_configs.json")))
+# DATASET.MULTITASK_LABEL_PERTASK: ours defaults to the own-task loss (README, deliberate differences)
+OUR_DEFAULTS = {"DATASET.MULTITASK_LABEL_PERTASK": True}
+
+
+def nested(flat):
+    out = {}
+    for key, value in flat.items():
+        node = out
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def lookup(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL["files"]))
+def test_every_original_config_file_loads_with_its_values(tmp_path, name, caplog):
+    """Each of the original's configs/trainers/MVLPT/*.yaml (keys and values stored from its files)."""
+    import yaml
+    from engine.config import check_cfg, merge_from_file
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(nested(ORIGINAL["files"][name])))
+    cfg = extend_cfg(get_cfg_default())
+    merge_from_file(cfg, str(path))
+    check_cfg(cfg)
+    mvlpt.check_mvlpt_cfg(cfg)
+    for key, value in ORIGINAL["files"][name].items():
+        expected = CN._decode_cfg_value(value) if isinstance(value, str) else value
+        got = lookup(cfg, key)
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == (
+            list(expected) if isinstance(expected, (list, tuple)) else expected), key
+    if "TRAINER.COOP.CTX_INIT" in ORIGINAL["files"][name]:  # read by CoOp, not MVLPT: said, not silent
+        assert "TRAINER.COOP.CTX_INIT \"a photo of a\" is the CoOp trainer's key" in caplog.text
+
+
+def test_the_originals_train_py_keys_exist_with_its_defaults():
+    cfg = extend_cfg(get_cfg_default())
+    for key, value in ORIGINAL["train_py_extend_cfg"].items():
+        assert lookup(cfg, key) == OUR_DEFAULTS.get(key, value), key
+
+
+@pytest.mark.parametrize("key, value", [("DATASET.TRAIN_SET", "images"), ("DATASET.VAL_SET", "val"),
+                                        ("DATASET.TEST_SET", "test"), ("DATASET.CENTER_CROP", True)])
+def test_changed_keys_we_cannot_honour_are_one_sentence(key, value):
+    from engine.config import check_cfg
+    cfg = extend_cfg(get_cfg_default())
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ConfigError, match=rf"^{key} is {value!r}, but nothing here reads it \(MVLPT's .*\); "
+                                          rf"remove it or set it back to"):
+        check_cfg(cfg)
+
+
+def test_the_originals_25_flags_are_accepted(tmp_path):
+    """Every flag of the original's train.py parses, with its spelling; the multitask ones set its keys."""
+    import train
+    argv = ["--root", "r", "--output-dir", "o", "--resume", "o", "--seed", "2", "--source-domains", "a",
+            "--target-domains", "b", "--transforms", "normalize", "--config-file", "c.yaml",
+            "--dataset-config-file", "d.yaml", "--dataset", "EuroSAT,DescribableTextures", "--shots", "4",
+            "--trainer", "MVLPT", "--backbone", "ViT-B/16", "--head", "h", "--eval-only", "--model-dir", "m",
+            "--load-epoch", "3", "--no-train", "--multi-task", "--multi-task-label_pertask",
+            "--multi-task-evalkey", "EuroSAT", "--dataset-coop", "--cut-contextlen", "--act-ckpt", "2",
+            "OPTIM.MAX_EPOCH", "1"]
+    flags = {a for a in argv if a.startswith("--")}
+    assert len(flags) == 24  # + the KEY VALUE opts: the original's 25
+    args = train.parse_args(argv)
+    assert args.multi_task_label_pertask and args.opts == ["OPTIM.MAX_EPOCH", "1"]
+    cfg = extend_cfg(get_cfg_default())
+    cfg.DATASET.MULTITASK_LABEL_PERTASK = False  # so the flag is seen setting it
+    train.reset_multitask_cfg(cfg, args)
+    assert cfg.DATASET.MULTITASK_LABEL_PERTASK is True and cfg.DATASET.MULTITASK and cfg.DATASET.COOP
+    assert cfg.DATASET.MULTITASK_EVALKEY == "EuroSAT" and cfg.TRAINER.ACT_CKPT == 2 and cfg.TRAINER.CUT_CONTEXTLEN
+    assert cfg.DATASET.DATASET == "EuroSAT,DescribableTextures" and cfg.DATASET.NUM_SHOTS == 4
+
+
+def read_record_number(log, index=-2):
+    """The original's scripts/read_record.py rule: "results" in lines[index], "test" two lines above,
+    the first decimal number of lines[index] (index -2 after training, -1 for --eval-only)."""
+    import re
+    lines = log.read_text().splitlines(keepends=True)
+    assert "results" in lines[index] and "test" in lines[index - 2], lines[index - 3:]
+    return float(re.findall(r"([+-]?[0-9]*\.[0-9]*)", lines[index])[0])
+
+
+def test_the_originals_log_lines_on_elevater_tasks(tmp_path):
+    """Per task ``evaluate on the *T* !`` and ``results {'<its ELEVATER metric>': fraction}``, then
+    ``Overall evaluation !`` and ``results {'average': ...}``; ours stay (Dassl's blocks, the average)."""
+    import re
+    root = str(tmp_path / "data")
+    elevater_iris(root)
+    elevater_coco(root)
+    cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path, "vit"), dataset="", epochs=1, batch=4)
+    out = tmp_path / "mt"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", out,
+              "--dataset", "cifar-10,resisc45_clip", "--multi-task", "--shots", 2,
+              "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32")
+    text = (out / "log.txt").read_text()
+    final = text[text.rindex("Evaluate on the *test* set"):].splitlines()
+    tasks = [(final.index(f"evaluate on the *{t}* !"), t) for t in ("cifar-10", "resisc45_clip")]
+    results = json.loads((out / "results_test.json").read_text())
+    values = []
+    for (at, task), (nxt, _) in zip(tasks, tasks[1:] + [(len(final), None)]):
+        assert final[at + 1] == f"=> result on {task}"  # ours follows
+        line = next(x for x in final[at:nxt] if x.startswith("results "))
+        value = float(re.fullmatch(r"results \{'accuracy': ([0-9.e-]+)\}", line).group(1))
+        assert value == pytest.approx(results["tasks"][task] / 100)  # both ELEVATER tasks score accuracy
+        values.append(value)
+    assert final[-5:-1] == ["* accuracy: " + f"{results['average']:.1f}%", f"=> results saved to {out / 'results_test.json'}",
+                            "Overall evaluation !", f"results {{'average': {sum(values) / 2!r}}}"]
+    assert final[-1].startswith("Elapsed")
+    assert read_record_number(out / "log.txt") == pytest.approx(sum(values) / 2)
+
+    single = tmp_path / "single"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", single,
+              "--dataset", "cifar-10", "--shots", 2, "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32")
+    accuracy = json.loads((single / "results_test.json").read_text())["accuracy"]
+    assert read_record_number(single / "log.txt") == pytest.approx(accuracy / 100)
+    evaluated = tmp_path / "eval"
+    run_train("--root", root, "--seed", 1, "--trainer", "MVLPT", "--config-file", cfg, "--output-dir", evaluated,
+              "--dataset", "cifar-10", "--shots", 2, "TRAINER.MVLPT.COOP.N_CTX", 2, "TRAINER.MVLPT.PREC", "fp32",
+              "--eval-only", "--model-dir", single, "--load-epoch", 1)
+    assert read_record_number(evaluated / "log.txt", index=-1) == pytest.approx(accuracy / 100)
+
+
+def test_the_originals_log_lines_on_coop_tasks(assets, tmp_path):
+    """CoOp data: Dassl's OrderedDict as its Python 3.8 prints it; CoOp's parse_test_res.py reads the
+    last ``* accuracy:`` line, which in our log is the average (in the original's, the last task's)."""
+    out = tmp_path / "out"
+    run_train(*mvlpt_args(assets, out, "CoOp"), "OPTIM.MAX_EPOCH", 1)
+    text = (out / "log.txt").read_text()
+    final = text[text.rindex("Evaluate on the *test* set"):].splitlines()
+    results = json.loads((out / "results_test.json").read_text())
+    at = final.index("evaluate on the *DescribableTextures* !")
+    line = next(x for x in final[at:] if x.startswith("results "))
+    assert re.fullmatch(r"results OrderedDict\(\[\('accuracy', [0-9.]+\), \('error_rate', [0-9.e-]+\), "
+                        r"\('macro_f1', [0-9.e-]+\)\]\)", line)
+    assert float(line.split("'accuracy', ")[1].split(")")[0]) == pytest.approx(results["tasks"]["DescribableTextures"])
+    assert accuracies(out / "log.txt")[-1] == pytest.approx(results["average"], abs=0.05)
+    assert read_record_number(out / "log.txt") == pytest.approx(results["average"])

@@ -134,3 +134,82 @@ def test_source_average_target_summary_end_to_end(tmp_path):
     table = (tmp_path / "summary" / "mvlpt.md").read_text()
     assert "| OxfordPets | target | VPT | vit_b16_tiny_vit | 2 |" in table
     assert "| EuroSAT,DescribableTextures | source | VPT |" in table and "(n=2)" in table
+
+
+MT_ELEVATER = "scripts/mvlpt/main_mt_elevater_cut.sh"
+SINGLE_ELEVATER = "scripts/mvlpt/main_single_elevater_cut.sh"
+# the original main_mt_elevater_cut.sh's DATASET, less voc-2007-classification (multi-label)
+ELEVATER_19 = ("hateful-memes,cifar-10,mnist,oxford-flower-102,oxford-iiit-pets,resisc45_clip,country211,food-101,"
+               "stanford-cars,caltech-101,dtd,cifar-100,fgvc-aircraft-2013b-variants102,patch-camelyon,"
+               "rendered-sst2,gtsrb,eurosat_clip,fer-2013,kitti-distance")
+
+
+@pytest.mark.parametrize("kind, opts", [
+    ("CoOp", {"TRAINER.MVLPT.VPT.N_CTX": "0", "TRAINER.MVLPT.COOP.N_CTX": "4", "TRAINER.CUT_CONTEXTLEN": "True"}),
+    ("COCOOP", {"TRAINER.MVLPT.COCOOP.N_CTX": "4"}),
+])
+def test_elevater_source_commands_follow_the_original(tmp_path, kind, opts):
+    cmds = dry_run(MT_ELEVATER, kind, "vit_b16", 4, 5, "--seeds", "1 2", output=tmp_path)
+    c = cmds[0]
+    assert [opt(x, "--seed") for x in cmds] == ["1", "2"]
+    assert opt(c, "--dataset") == ELEVATER_19 and "--multi-task" in c and "--dataset-coop" not in c
+    assert all(opt(c, k) == v for k, v in opts.items()) and opt(c, "TEST.FINAL_MODEL") == "best_val"
+    assert ("TRAINER.MVLPT.COOP.CSC" in c) == (kind != "COCOOP")  # the original's COCOOP branch passes none
+    assert opt(c, "--output-dir") == f"{tmp_path}/ELEVATER/MVLPT/{kind}/vit_b16_5shots/nctx4_cscFalse_ctpmiddle/seed1"
+    other = dry_run(MT_ELEVATER, kind, "vit_b16", 4, 5, "--seeds", "1", "--datasets", "cifar-10  dtd",
+                    output=tmp_path)[0]
+    assert opt(other, "--dataset") == "cifar-10,dtd" and "/ELEVATER-" in opt(other, "--output-dir")
+
+
+def test_elevater_target_commands(tmp_path):
+    default = dry_run(SINGLE_ELEVATER, "CoOp", "vit_b16", 16, 5, "cifar-10", "--seeds", "1", output=tmp_path)[0]
+    assert opt(default, "--dataset") == "cifar-10" and "--dataset-coop" not in default
+    # as the original: the target starts from the CoOp-data source run
+    assert opt(default, "--model-dir") == f"{tmp_path}/{SOURCES_11}/MVLPT/CoOp/vit_b16_5shots/nctx16_cscFalse_ctpmiddle"
+    elevater = dry_run(SINGLE_ELEVATER, "CoOp", "vit_b16", 16, 5, "cifar-10", "--seeds", "1", "--elevater-sources",
+                       "cifar-10 dtd", output=tmp_path)[0]
+    assert "/ELEVATER-" in opt(elevater, "--model-dir") and opt(elevater, "--output-dir") != opt(default, "--output-dir")
+    cocoop = dry_run(SINGLE_ELEVATER, "COCOOP", "vit_b16", 4, 5, "dtd", "--seeds", "1", output=tmp_path)[0]
+    assert "--model-dir" not in cocoop and opt(cocoop, "--output-dir").endswith("_init-scratch/seed1")
+
+
+@pytest.mark.parametrize("script, args, message", [
+    (MT_ELEVATER, ("CoOp", "vit_b16", 4, 5, "--datasets", "cifar-10 voc-2007-classification"),
+     "--datasets 'voc-2007-classification' is multi-label"),
+    (MT_ELEVATER, ("CoOp", "vit_b16", 4, 5, "--datasets", "cifar-10 eurosat"), "--datasets 'eurosat' is not an ELEVATER"),
+    (SINGLE_ELEVATER, ("CoOp", "vit_b16", 4, 5, "EuroSAT", "--scratch"), "DATASET 'EuroSAT' is not an ELEVATER"),
+    (MT, ("COCOOP", "vit_b16", 4, 5), "TRAINER 'COCOOP' is only taken by the ELEVATER scripts"),
+    (MT_ELEVATER, ("CoOp", "vit_b16", 4, 5, "--", "TRAINER.MVLPT.COCOOP.N_CTX", 8), "pass NCTX instead of"),
+])
+def test_elevater_bad_arguments_are_one_sentence(tmp_path, script, args, message):
+    proc = run_script(script, *args, env={"DATA": str(tmp_path), "OUTPUT": str(tmp_path), "PYTHON": "false"})
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_elevater_source_then_target_end_to_end(tmp_path):
+    from dataset_replicas import elevater_coco, elevater_iris
+
+    data = str(tmp_path / "data")
+    elevater_iris(data)
+    elevater_coco(data)
+    clip_file = tiny_clip(tmp_path, "vit")
+    env = {"DATA": data, "OUTPUT": str(tmp_path / "out")}
+    tiny = ["--", "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "16", "TRAINER.MVLPT.PREC", "fp32",
+            "FEATURE_CACHE.DIR", str(tmp_path / "features")]
+    common = ("--seeds", "1", "--backbone", clip_file)
+    mt = run_script(MT_ELEVATER, "CoOp", "vit_b16", 2, 2, "--datasets", "cifar-10 resisc45_clip", *common, *tiny, env=env)
+    assert mt.returncode == 0, mt.stderr
+    source = next((tmp_path / "out").glob("ELEVATER-*/MVLPT/CoOp/vit_b16_tiny_vit_2shots/nctx2_cscFalse_ctpmiddle"))
+    log = (source / "seed1" / "log.txt").read_text()
+    assert "evaluate on the *cifar-10* !" in log and "evaluate on the *resisc45_clip* !" in log
+    proc = subprocess.run([sys.executable, "scripts/mvlpt/avg_ckpt.py", str(source), "--seeds", "1"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    target = run_script(SINGLE_ELEVATER, "CoOp", "vit_b16", 2, 2, "cifar-10", "--elevater-sources",
+                        "cifar-10 resisc45_clip", *common, *tiny, env=env)
+    assert target.returncode == 0, target.stderr
+    run = next((tmp_path / "out" / "cifar-10" / "MVLPT" / "CoOp" / "vit_b16_tiny_vit_2shots").iterdir())
+    log = (run / "seed1" / "log.txt").read_text()
+    assert f'from "{source}/prompt_learner/model-best.pth.tar"' in log
+    assert log.splitlines()[-2].startswith("results {'accuracy': ")  # cifar-10's ELEVATER metric, the original's line

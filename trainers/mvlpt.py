@@ -15,7 +15,10 @@ One prompt learner holds up to three kinds of prompt; the config selects them as
 Data: ``--dataset A,B,C --dataset-coop --multi-task`` trains on several datasets at once
 (engine/data/multitask.py): each task keeps its classes, batches mix tasks, a sample's loss is
 over its own task's classes (``DATASET.MULTITASK_LABEL_PERTASK``), evaluation reports each
-task's accuracy and their average, which ``best_val`` selects on. A target run started with
+task's accuracy and their average, which ``best_val`` selects on. The log also holds the original's
+lines (per task ``evaluate on the *T* !`` ... ``results {...}``, then ``Overall evaluation !`` and
+``results {'average': ...}``; an ELEVATER task scored by its ELEVATER metric, engine/elevater_metrics.py),
+so its scripts/read_record.py reads our log.txt. A target run started with
 ``--model-dir <source run>`` begins from the source's prompt (train.py loads it before training).
 
 Visual prompts change the image encoder's forward, so MVPT/MUPT train end to end (the feature
@@ -36,7 +39,9 @@ from yacs.config import CfgNode as CN
 import clip
 from clip.model import Transformer, VisionTransformer
 from engine import TRAINER_REGISTRY
-from engine.data.multitask import MultiTaskClassification, own_task_logits, use_multitask_data, wants_multitask_data
+from engine.data.multitask import (
+    MultiTaskClassification, OriginalLinesClassification, own_task_logits, use_multitask_data, wants_multitask_data)
+from engine.elevater_metrics import elevater_metric
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 
@@ -104,6 +109,21 @@ def check_mvlpt_cfg(cfg):
         raise ConfigError(f"TRAINER.MVLPT.PROJECT_DIM must be at least 1, got {m.PROJECT_DIM}.")
     if cfg.TRAINER.ACT_CKPT < 1:
         raise ConfigError(f"TRAINER.ACT_CKPT must be at least 1, got {cfg.TRAINER.ACT_CKPT}.")
+    coop = cfg.TRAINER.get("COOP")
+    if coop is not None and coop.CTX_INIT and coop.CTX_INIT != m.COOP.CTX_INIT:
+        # its *_ctxv1.yaml files set the CoOp trainer's key, which its MVLPT never reads either
+        logger.warning('TRAINER.COOP.CTX_INIT "%s" is the CoOp trainer\'s key and MVLPT does not read it (nor does '
+                       'the original\'s); MVLPT\'s initial words are TRAINER.MVLPT.COOP.CTX_INIT ("%s")',
+                       coop.CTX_INIT, m.COOP.CTX_INIT)
+
+
+def elevater_task_metrics(cfg, dataset):
+    """task -> the ELEVATER metric the original scores it with, for ELEVATER tasks (none on CoOp's data)."""
+    if wants_multitask_data(cfg) and not cfg.DATASET.COOP:
+        return {name: elevater_metric(name) for name in dataset.task_names}
+    if cfg.DATASET.NAME == "Elevater":
+        return {cfg.DATASET.ELEVATER_NAME: elevater_metric(cfg.DATASET.ELEVATER_NAME)}
+    return {}
 
 
 def uses_visual_prompts(cfg):
@@ -367,9 +387,15 @@ class MVLPT(PromptTrainer):
     def __init__(self, cfg):
         super().__init__(cfg)
         ds = self.dm.dataset
-        if self.multi_task:  # per-task accuracy and their average (best_val selects on it)
+        metrics = elevater_task_metrics(cfg, ds)
+        # ours (Dassl's blocks, the average accuracy best_val selects on) and the original's lines
+        if self.multi_task:
             self.evaluator = MultiTaskClassification(cfg, ds.task_names, ds.task_ranges, lab2cname=self.lab2cname,
-                                                     evalkey=cfg.DATASET.MULTITASK_EVALKEY)
+                                                     evalkey=cfg.DATASET.MULTITASK_EVALKEY, original_lines=True,
+                                                     metrics=metrics)
+        else:
+            metric = next(iter(metrics.values())) if metrics else None
+            self.evaluator = OriginalLinesClassification(cfg, lab2cname=self.lab2cname, metric=metric)
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.MVLPT

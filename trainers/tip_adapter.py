@@ -32,7 +32,7 @@ from .class_subset import select_classes
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .fit_once import FitOnceTrainer
 from .methods.prompt_ensemble import ensemble_classifier
-from .methods.tip_adapter import TipAdapterHead, build_cache, search_hp
+from .methods.tip_adapter import ZERO_SHOT_SCALE, TipAdapterHead, build_cache, search_hp
 from .split_features import split_features
 from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT
 from .text_features import prompt_features
@@ -104,7 +104,7 @@ class _TipAdapterParts:
         classifier = ensemble_classifier(prompt_features(clip_model, classnames, templates))
         head_dtype = self.dtype if self.prec == "fp16" else torch.float32
         self.model = TipAdapterHead(classifier.to(head_dtype), len(self.dm.dataset.train_x), self.num_classes,
-                                    tcfg.INIT_ALPHA, tcfg.INIT_BETA, clip_model.logit_scale.exp().item(),
+                                    tcfg.INIT_ALPHA, tcfg.INIT_BETA, ZERO_SHOT_SCALE,
                                     learnable_keys=self.learnable_keys).to(self.device)
         return self.model
 

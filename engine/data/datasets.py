@@ -7,6 +7,8 @@ json with paths relative to the dataset folder (portable), and rebuild a stale o
 cache instead of trusting it. A ``shot_K-seed_S.pkl`` that CoOp/TaskRes wrote in the same folder
 is preferred over both (the user's earlier sample is reused), read with `dassl_pickle`.
 """
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -22,6 +24,21 @@ from ..utils.io import atomic_write_text
 logger = logging.getLogger(__name__)
 
 DATASET_REGISTRY = Registry("DATASET")
+
+# Set by ``shared_fewshot_generator``: the one generator every few-shot draw takes from meanwhile.
+_SHARED_FEWSHOT_RNG = contextvars.ContextVar("shared_fewshot_rng", default=None)
+
+
+@contextlib.contextmanager
+def shared_fewshot_generator(rng):
+    """Within the block every ``load_or_make_fewshot`` draw comes from ``rng``, one after the other, as
+    Dassl's do from the global ``random`` seeded once (MVLPT's multitask runs). Such a draw depends on
+    the datasets drawn before it, so it is neither read from nor written to the per-(K, seed) cache."""
+    token = _SHARED_FEWSHOT_RNG.set(rng)
+    try:
+        yield rng
+    finally:
+        _SHARED_FEWSHOT_RNG.reset(token)
 
 
 class Datum:
@@ -148,6 +165,12 @@ class DatasetBase:
         coop_path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.pkl")
         if os.path.exists(coop_path):  # drawn earlier by CoOp/TaskRes: the user's sample wins over ours
             return _read_coop_fewshot(coop_path, train, val, dataset_root)
+        shared = _SHARED_FEWSHOT_RNG.get()
+        if shared is not None:
+            logger.info("Drawing a %d-shot dataset from the run's one generator (not cached)", num_shots)
+            train = self.generate_fewshot_dataset(train, num_shots=num_shots, rng=shared)
+            val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4), rng=shared) if val else val
+            return train, val
         path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
         source_id = _fingerprint(train, val)
         cached = _read_fewshot_cache(path, source_id, dataset_root)

@@ -2,16 +2,17 @@
 
     keys   = normalize(mean over `augment_epoch` augmented views of the train features)   [NK, D]
     values = one_hot(train labels)                                                        [NK, C]
-    logits = logit_scale * f @ W^T + alpha * exp(-beta * (1 - f @ keys^T)) @ values       f: unit test feature
+    logits = 100 * f @ W^T + alpha * exp(-beta * (1 - f @ keys^T)) @ values               f: unit test feature
 
 As gaopengcuhk/Tip-Adapter (``main.py``, ``utils.py``): W is the prompt-ensembled zero-shot
 classifier, the training-free variant searches (beta, alpha) on the val features over the grid
 ``[i * (scale - 0.1) / step + 0.1 for i in range(step)]`` (beta outer, alpha inner, first strict
 improvement kept), and Tip-Adapter-F makes the keys a parameter (an ``nn.Linear`` weight),
 trains them with AdamW (eps 1e-4) under per-iteration cosine annealing at the initial alpha and
-beta, then searches again with the trained keys. The original multiplies by 100, CLIP's
-``logit_scale.exp()``; the model's own scale is used here so a CLIP with another scale still
-gives zero-shot CLIP at alpha 0.
+beta, then searches again with the trained keys. The zero-shot logits are scaled by 100 as in the
+original (``ZERO_SHOT_SCALE``), not by the model's ``logit_scale.exp()``: the two agree on OpenAI's
+CLIPs (100 after clamping), and elsewhere the scale sets how much the cache counts against the
+zero-shot logits for a given alpha, so the original's searched and initial alphas mean the same here.
 """
 import logging
 
@@ -20,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
+
+ZERO_SHOT_SCALE = 100.0  # the original's ``100. * features @ clip_weights``
 
 
 def build_cache(view_features, labels, num_classes):
