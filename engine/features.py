@@ -4,7 +4,10 @@ TaskRes never changes the image encoder, so the feature of one image view never 
 Features are stored in *bundles*: one file per (encoder, transform, view, dataset split), each
 row keyed by the image's path + size + mtime. A run asks for the rows it needs; only missing
 rows are encoded (so a changed image, or a new few-shot sample, encodes just those images),
-and the bundle is merged and rewritten atomically under a file lock.
+and the bundle is merged and rewritten atomically under a file lock. Every bundle carries a
+checksum (engine/utils/integrity.py); one that fails it is moved aside (``.corrupt``) and rebuilt.
+A cache folder that is full or read-only is said once per bundle, and the run goes on with the
+features in memory.
 
 Three layers, each usable alone:
 
@@ -33,7 +36,8 @@ from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 from . import distributed
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.transforms import transform_signature
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .utils.integrity import load_torch_verified
 from .utils.io import atomic_torch_save
 from .utils.tools import read_image
 
@@ -58,7 +62,12 @@ def default_cache_dir():
 def image_key(impath, root=""):
     """What identifies an image's content cheaply: path (relative to ``root``, the data root, so
     a moved data folder keeps its cache), size and modification time."""
-    st = os.stat(impath)
+    try:
+        st = os.stat(impath)
+    except FileNotFoundError as e:  # listed when the dataset was read, gone since
+        raise DataError(f"Image {impath} is missing (it was there when the dataset was read); restore it, or "
+                        "delete the few-shot draw in split_fewshot/ that lists it so a new sample is drawn, "
+                        "then run the same command again.") from e
     return f"{relative_impath(impath, root)}|{st.st_size}|{st.st_mtime_ns}"
 
 
@@ -263,30 +272,44 @@ class FeatureStore:
         if not os.path.exists(path):
             return {}
         try:
-            bundle = torch.load(path, map_location="cpu", weights_only=True)
+            bundle, _ = load_torch_verified(path, map_location="cpu", weights_only=True)
             if bundle.get("version") != BUNDLE_VERSION or len(bundle["keys"]) != bundle["features"].shape[0]:
                 raise ValueError("unexpected layout")
             return dict(zip(bundle["keys"], bundle["features"]))
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is rebuilt, never trusted
-            logger.warning("Feature cache file %s is corrupt (%s: %s): rebuilding it", path, type(e).__name__, e)
-            try:
-                os.remove(path)
-            except FileNotFoundError:  # another run removed it first
-                pass
+            self._move_aside(path, f"{type(e).__name__}: {e}")
             return {}
 
+    @staticmethod
+    def _move_aside(path, why):
+        """Keep a damaged bundle as ``<path>.corrupt`` (for inspection; the cache size ignores it)."""
+        bad = path + ".corrupt"
+        try:
+            os.replace(path, bad)
+            where = f"moved it to {bad}"
+        except FileNotFoundError:  # another run moved it first
+            where = "another run moved it aside"
+        except OSError as e:  # a read-only cache: leave it, it is not read again in this run
+            where = f"could not move it aside ({e.strerror})"
+        logger.warning("Feature cache file %s is corrupt (%s): %s and rebuilding it", path, why, where)
+
     def _merge_write(self, path, new_rows):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache merge instead of overwriting
-            rows = self._read(path)
-            # a changed image (new size or mtime) replaces its old row instead of piling up
-            changed = {_path_of(k) for k in new_rows}
-            rows = {k: v for k, v in rows.items() if _path_of(k) not in changed}
-            rows.update(new_rows)
-            keys = list(rows)
-            atomic_torch_save({"version": BUNDLE_VERSION, "keys": keys,
-                               "features": torch.stack([rows[k] for k in keys])}, path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache merge instead of overwriting
+                rows = self._read(path)
+                # a changed image (new size or mtime) replaces its old row instead of piling up
+                changed = {_path_of(k) for k in new_rows}
+                rows = {k: v for k, v in rows.items() if _path_of(k) not in changed}
+                rows.update(new_rows)
+                keys = list(rows)
+                atomic_torch_save({"version": BUNDLE_VERSION, "keys": keys,
+                                   "features": torch.stack([rows[k] for k in keys])}, path)
+        except OSError as e:  # full or read-only: the features are in memory, only the next run's time is lost
+            logger.warning("Could not write the feature cache file %s (%s): this run goes on with the features in "
+                           "memory and the next run encodes them again; free space in or make writable %s",
+                           path, e.strerror or e, self.root)
 
     def features(self, encode, items, transform, encoder_key, transform_key, group, views, batch_size=256,
                  num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0):

@@ -1,4 +1,8 @@
-"""Crash-safe file writes: write to a temporary file beside the target, fsync, rename."""
+"""Crash-safe file writes: write to a temporary file beside the target, fsync, rename.
+
+Torch files are sealed with a checksum record on the way (engine/utils/integrity.py).
+"""
+import io
 import os
 import tempfile
 
@@ -32,7 +36,13 @@ def atomic_write_text(path, text):
 
 
 def atomic_torch_save(obj, path):
-    _atomic(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path``, atomically, with its checksum record (integrity.seal_torch_bytes)."""
+    from .integrity import seal_torch_bytes
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = seal_torch_bytes(buf.getvalue())
+    _atomic(path, lambda f: f.write(data))
 
 
 def mkdir_if_missing(dirname):
