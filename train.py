@@ -5,12 +5,15 @@ opts. Config merge order: defaults (engine + every trainer module's ``extend_cfg
 --dataset-config-file -> --config-file -> CLI flags given -> ``KEY VALUE`` opts. No trainer is
 named here: trainers come from ``trainers/`` and the trainer folders.
 Bad input ends in one sentence on stderr and exit code 2; nothing already written is touched.
+Ctrl-C and SIGTERM (Slurm's pre-emption notice) leave a resumable checkpoint, say in one line how to
+resume, and end the process by that same signal (so a calling shell or scheduler sees it).
 """
 import argparse
 import datetime
 import logging
 import os
 import platform
+import signal
 import sys
 
 import torch
@@ -24,6 +27,7 @@ from engine.errors import UserError
 from engine.utils import set_random_seed, setup_logger
 from engine.utils.io import atomic_write_text
 from engine.utils.lock import OutputDirLock
+from engine.utils.signals import StopRequested, install_stop_handler, restore_default_handler
 
 logger = logging.getLogger("train")
 
@@ -223,7 +227,20 @@ def one_sentence(error):
     return text
 
 
+def die_by(signum, line):
+    """Print ``line``, flush everything, then end by ``signum`` with its default action (no exit code 130:
+    a shell loop or a job runner tells a signal death from a failure)."""
+    print(line, file=sys.stderr)
+    logging.shutdown()  # a signal death runs no atexit handlers: log.txt is closed here
+    sys.stdout.flush()
+    sys.stderr.flush()
+    restore_default_handler(signum)
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # not reached on POSIX; a platform that ignored the signal still stops
+
+
 def cli():
+    install_stop_handler()  # SIGTERM: stop at the next step boundary, leaving a resumable checkpoint
     try:
         main()
     except UserError as e:
@@ -234,9 +251,12 @@ def cli():
             if isinstance(handler, logging.FileHandler):
                 handler.emit(record)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("Interrupted: run the same command again to resume from the last checkpoint.", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        note = getattr(e, "resume_note", "run the same command again to resume from the last checkpoint")
+        die_by(signal.SIGINT, f"Interrupted (Ctrl-C): {note}.")
+    except StopRequested as e:
+        note = getattr(e, "resume_note", "run the same command again to resume from the last checkpoint")
+        die_by(e.signum, f"Stopped by {signal.Signals(e.signum).name}: {note}.")
 
 
 if __name__ == "__main__":

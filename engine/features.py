@@ -39,6 +39,7 @@ from .data.transforms import transform_signature
 from .errors import ConfigError, DataError
 from .utils.integrity import load_torch_verified
 from .utils.io import atomic_torch_save
+from .utils.signals import check_stop
 from .utils.tools import read_image
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             outputs.append(_split_on_oom(encode, images))
             done += images.shape[0]
             log.update(done)
+            check_stop()  # SIGTERM while encoding: stop between batches (nothing is half written)
         if not outputs:
             return torch.empty(0)
         feats = torch.cat(outputs).float().cpu()

@@ -8,11 +8,14 @@ Call order (read top to bottom)::
                                         #   last batch, as in Dassl), after_epoch (val, checkpoints)
                                         # after_train (only when every epoch ran): "Finish training",
                                         #   final test, "Elapsed"; finally: tensorboard closed
+                                        # Ctrl-C / SIGTERM: the epoch under way is dropped, the state at
+                                        #   its start saved (leave_resumable_checkpoint), then re-raised
     trainer.load_model(dir, epoch); trainer.test()   # --eval-only
 
 A trainer implements ``build_model`` (registering its trainable modules with
 ``register_model``) and ``forward_backward(batch)``; everything else is shared.
 """
+import copy
 import datetime
 import logging
 import os
@@ -30,6 +33,7 @@ from .utils.checkpoint import (
     BEST_NAME, checkpoint_name, list_epochs, load_checkpoint, read_pointer, remove_stale_temporaries,
     resume_from_checkpoint, save_checkpoint)
 from .utils.meters import AverageMeter, MetricMeter
+from .utils.signals import StopRequested, check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -165,19 +169,45 @@ class TrainerBase:
         """
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
+        self._epoch_start_state = None  # the trained modules' state as the current epoch began
+        self._in_loop = False  # whether the epochs began (so the state in memory is an epoch's)
         try:
             self.before_train()
             for self.epoch in range(self.start_epoch, self.max_epoch):
+                self._epoch_start_state = self._trainable_state()
+                self._in_loop = True
                 self.before_epoch()
                 self.run_epoch()
+                self._epoch_start_state = None  # the epoch's steps are all done: its state is whole
                 self.after_epoch()
+                check_stop()
+            self._in_loop = False
             self.after_train()
+        except (KeyboardInterrupt, StopRequested) as e:
+            e.resume_note = self.leave_resumable_checkpoint(e)
+            raise
         except Exception:
             logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
                          self.max_epoch)
             raise
         finally:
             self.close_writer()
+
+    def _trainable_state(self):
+        """A copy of every registered module's, optimiser's and scheduler's state (small: only what trains)."""
+        return {name: copy.deepcopy([part.state_dict() if part is not None else None for part in
+                                     (self._models[name], self._optims[name], self._scheds[name])])
+                for name in self.get_model_names()}
+
+    def _restore_trainable_state(self, state):
+        for name, parts in state.items():
+            for part, saved in zip((self._models[name], self._optims[name], self._scheds[name]), parts):
+                if part is not None:
+                    part.load_state_dict(saved)
+
+    def leave_resumable_checkpoint(self, interrupt):
+        """After Ctrl-C or SIGTERM: how the run resumes, in words (SimpleTrainer saves what is needed)."""
+        return "run the same command again to resume"
 
     def before_train(self):
         pass
@@ -384,6 +414,42 @@ class SimpleTrainer(TrainerBase):
             # a checkpoint Dassl would not have written is kept only until the next one lands
             self._rolling_epoch = None if scheduled else self.epoch + 1
 
+    def leave_resumable_checkpoint(self, interrupt):
+        """Leave a checkpoint of the last whole epoch; returns where the run resumes from, in words.
+
+        Stopped inside an epoch, its steps so far are dropped (the state saved as it began comes back),
+        so the resumed run replays that epoch with the same order and views as an uninterrupted one.
+        """
+        names = self.get_model_names()
+        why = "Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else str(interrupt).replace("stopped by ", "")
+        epoch = getattr(self, "epoch", self.start_epoch)
+        if not names or not getattr(self, "_in_loop", False):  # nothing trained in this process yet
+            return f"{self._last_good_checkpoint()}; run the same command again to resume"
+        if self._epoch_start_state is not None:
+            self._restore_trainable_state(self._epoch_start_state)
+            done = epoch
+        else:
+            done = epoch + 1
+        logger.warning("Stopped by %s in epoch %d of %d%s", why, epoch + 1, self.max_epoch,
+                       " (its steps so far are dropped)" if self._epoch_start_state is not None else "")
+        if done == 0:
+            return f"no epoch had finished; run the same command again to start the run in {self.output_dir}"
+        try:
+            pointers = [read_pointer(os.path.join(self.output_dir, name)) for name in names]
+        except CheckpointError:
+            pointers = [None]
+        if all(p is not None and os.path.basename(p) == checkpoint_name(done) for p in pointers):
+            paths = pointers
+        else:
+            try:
+                paths = self.save_model(done - 1, self.output_dir)
+            except (CheckpointError, OSError) as e:
+                logger.error("%s", e)
+                return f"{self._last_good_checkpoint()}; run the same command again to resume from it"
+            self._drop_rolling_checkpoint()
+            self._rolling_epoch = None if self.is_dassl_checkpoint(done) else done
+        return f"run the same command again to resume from epoch {done} ({', '.join(paths)})"
+
     def _drop_rolling_checkpoint(self):
         if self._rolling_epoch is None:
             return
@@ -440,6 +506,7 @@ class _EpochLoop(SimpleTrainer):
         for self.batch_idx, batches in enumerate(self.batches()):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(*batches)
+            check_stop()  # SIGTERM: stop here, between steps
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
