@@ -10,6 +10,7 @@ resume, and end the process by that same signal (so a calling shell or scheduler
 """
 import argparse
 import datetime
+import errno
 import logging
 import os
 import platform
@@ -227,6 +228,23 @@ def one_sentence(error):
     return text
 
 
+# what a full disk, a quota or a read-only folder raise
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def fail(message):
+    """The one sentence on stderr (and in log.txt when it can still be written), then exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
+    for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
+        if isinstance(handler, logging.FileHandler):
+            try:
+                handler.emit(record)
+            except (UserError, OSError):  # the disk that failed the run fails this line too
+                pass
+    sys.exit(2)
+
+
 def die_by(signum, line):
     """Print ``line``, flush everything, then end by ``signum`` with its default action (no exit code 130:
     a shell loop or a job runner tells a signal death from a failure)."""
@@ -244,13 +262,14 @@ def cli():
     try:
         main()
     except UserError as e:
-        message = one_sentence(e)
-        print(f"error: {message}", file=sys.stderr)
-        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
-        for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
-            if isinstance(handler, logging.FileHandler):
-                handler.emit(record)
-        sys.exit(2)
+        fail(one_sentence(e))
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        # a write our code does not wrap (a library's file): still one sentence naming the file
+        where = f"{e.filename}" if e.filename else "a file of this run"
+        fail(f"Cannot write {where} ({e.strerror}); free space there or make it writable, then run the same "
+             "command again to resume from the last checkpoint.")
     except KeyboardInterrupt as e:
         note = getattr(e, "resume_note", "run the same command again to resume from the last checkpoint")
         die_by(signal.SIGINT, f"Interrupted (Ctrl-C): {note}.")

@@ -50,6 +50,7 @@ BUNDLE_VERSION = 1
 CACHE_LAYOUT = 2
 TEST_VIEW = "test"  # the deterministic test transform has a single view
 PROGRESS_SECONDS = 30  # encoding progress goes to the log at most this often (and at each tenth)
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.ENCODE_THREADS 0 means
 
 
 def default_cache_dir():
@@ -138,6 +139,22 @@ def _split_on_oom(encode, images):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return torch.cat([_split_on_oom(encode, images[:half]), _split_on_oom(encode, images[half:])])
+
+
+class _cpu_threads:
+    """Run a block with torch's CPU thread count set to ``count`` (0: torch's default), then restore it."""
+
+    def __init__(self, count):
+        self.count = count or _TORCH_DEFAULT_THREADS
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.count != self.before:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
 
 
 class _Progress:
@@ -401,7 +418,8 @@ class FeatureSource:
     """
 
     def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
-                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0):
+                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0, encode_threads=1):
+        self.encode_threads = encode_threads  # torch CPU threads while encoding on the CPU
         self.store = store
         self.encode = encode
         self.encoder_key = encoder_key
@@ -427,6 +445,12 @@ class FeatureSource:
         fc = cfg.FEATURE_CACHE
         if fc.TRAIN_VIEWS < 1:
             raise ConfigError(f"FEATURE_CACHE.TRAIN_VIEWS must be at least 1, got {fc.TRAIN_VIEWS}.")
+        if fc.ENCODE_THREADS < 0:
+            raise ConfigError(f"FEATURE_CACHE.ENCODE_THREADS must be 0 (torch's default) or a positive count, "
+                              f"got {fc.ENCODE_THREADS}.")
+        threads = fc.ENCODE_THREADS or _TORCH_DEFAULT_THREADS
+        if torch.device(device).type == "cpu" and threads != 1:  # other sums, other last bits: other features
+            encoder_key = f"{encoder_key}|cpu-threads={threads}"
         ds = dm.dataset
         store = FeatureStore(fc.DIR or None) if fc.ENABLED else None
         if store is None:
@@ -442,7 +466,7 @@ class FeatureSource:
             # more views than epochs would never be used
             train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
             device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
-            root=cfg.DATASET.ROOT, seed=cfg.SEED)
+            root=cfg.DATASET.ROOT, seed=cfg.SEED, encode_threads=fc.ENCODE_THREADS)
 
     def default_views(self, split):
         """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
@@ -469,10 +493,11 @@ class FeatureSource:
             if not kind_views:
                 continue
             transform, transform_key = self.transforms[kind]
-            feats = (self.store or FeatureStore(enabled=False)).features(
-                self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
-                batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed)
+            with _cpu_threads(self.encode_threads if self.device.type == "cpu" else torch.get_num_threads()):
+                feats = (self.store or FeatureStore(enabled=False)).features(
+                    self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}",
+                    kind_views, batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                    is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed)
             out.update(zip(kind_views, feats))
         if self.store is not None:
             logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)

@@ -171,6 +171,7 @@ class TrainerBase:
         self.max_epoch = max_epoch
         self._epoch_start_state = None  # the trained modules' state as the current epoch began
         self._in_loop = False  # whether the epochs began (so the state in memory is an epoch's)
+        finished = False
         try:
             self.before_train()
             for self.epoch in range(self.start_epoch, self.max_epoch):
@@ -183,15 +184,19 @@ class TrainerBase:
                 check_stop()
             self._in_loop = False
             self.after_train()
+            finished = True
         except (KeyboardInterrupt, StopRequested) as e:
             e.resume_note = self.leave_resumable_checkpoint(e)
             raise
         except Exception:
-            logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
-                         self.max_epoch)
+            try:
+                logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
+                             self.max_epoch)
+            except (UserError, OSError):  # a full disk took log.txt too: the first error is the one to tell
+                pass
             raise
         finally:
-            self.close_writer()
+            self.close_writer(raise_errors=finished)  # an error in flight stays the one reported
 
     def _trainable_state(self):
         """A copy of every registered module's, optimiser's and scheduler's state (small: only what trains)."""
@@ -278,21 +283,39 @@ class TrainerBase:
         return self._optims[name].param_groups[0]["lr"]
 
     # ---- tensorboard -------------------------------------------------------------------------
+    # The event file is written by a background thread; its errors (a full disk) surface at the next
+    # call, and are said in one sentence naming the folder.
     def init_writer(self, log_dir):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             logger.info("Initialize tensorboard (log_dir=%s)", log_dir)
-            self._writer = SummaryWriter(log_dir=log_dir)
+            self._writer_dir = log_dir
+            try:
+                self._writer = SummaryWriter(log_dir=log_dir)
+            except OSError as e:
+                raise self._writer_error(e) from e
 
-    def close_writer(self):
+    def _writer_error(self, e):
+        return UserError(f"Cannot write the tensorboard log in {self._writer_dir} ({getattr(e, 'strerror', None) or e}); "
+                         "free space there or make it writable, then run the same command again to resume from the "
+                         "last checkpoint.")
+
+    def close_writer(self, raise_errors=True):
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception as e:  # noqa: BLE001 - the writer thread's error, whatever its type
+                if raise_errors:
+                    raise self._writer_error(e) from e
 
     def write_scalar(self, tag, scalar_value, global_step=None):
         if self._writer is not None:
-            self._writer.add_scalar(tag, scalar_value, global_step)
+            try:
+                self._writer.add_scalar(tag, scalar_value, global_step)
+            except Exception as e:  # noqa: BLE001 - idem
+                raise self._writer_error(e) from e
 
 
 class SimpleTrainer(TrainerBase):
