@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,7 +229,8 @@ def _garbage(path, seed=0):
 # every exception type unpickling damaged bytes is known to raise (which one a given payload raises
 # depends on the torch version, so the types are raised directly, and garbage is checked separately)
 UNPICKLING_ERRORS = ["UnpicklingError", "OverflowError", "ValueError", "UnicodeDecodeError", "MemoryError",
-                     "RuntimeError", "TypeError", "EOFError", "BadZipFile", "KeyError", "IndexError", "AttributeError"]
+                     "RuntimeError", "TypeError", "EOFError", "BadZipFile", "KeyError", "IndexError", "AttributeError",
+                     "OSError"]
 
 
 def _exception(name):
@@ -282,6 +284,21 @@ def test_each_unpickling_error_is_a_checkpoint_error(tmp_path, monkeypatch, erro
     with pytest.raises(CheckpointError, match=f"Checkpoint {path} is truncated or corrupt") as info:
         checkpoint.load_checkpoint(path)
     assert info.value.__cause__ is raised
+
+
+def test_a_checkpoint_cut_at_any_length_is_a_checkpoint_error(assets, tmp_path):
+    """Cut short (a full disk, a copy that stopped): torch.load raises ValueError, RuntimeError, EOFError
+    or, seeking back from the end of a real file, OSError (Invalid argument)."""
+    from engine.utils.checkpoint import load_checkpoint
+
+    with open(os.path.join(ckpt_dir(assets["out"]), f"model.pth.tar-{EPOCHS}"), "rb") as f:
+        data = f.read()
+    path = str(tmp_path / "model.pth.tar-1")
+    for length in range(0, len(data), max(1, len(data) // 40)):
+        with open(path, "wb") as f:
+            f.write(data[:length])
+        with pytest.raises(CheckpointError, match=f"Checkpoint {path} (is truncated or corrupt|fails its checksum)"):
+            load_checkpoint(path)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -629,3 +646,26 @@ def test_oom_in_the_feature_store_gives_the_same_features(tmp_path, caplog):
         split = features(3, "c1")
     assert torch.equal(split, features(100, "c2"))
     assert caplog.text.count("CUDA out of memory encoding") >= 2  # 8 -> 4+4 -> 2+2+2+2
+
+
+# ---- an image gone after the dataset was read --------------------------------------------------
+def test_a_few_shot_image_deleted_after_the_draw_is_named(assets, tmp_path, monkeypatch):
+    from engine.features import FeatureSource
+
+    data = tmp_path / "data"
+    shutil.copytree(assets["data"], data)
+    real = FeatureSource.features
+    gone = []
+
+    def features(self, split, *a, **k):  # the image goes between reading the dataset and encoding it
+        if split == "train" and not gone:
+            gone.append(self.splits["train"][0].impath)
+            os.remove(gone[0])
+        return real(self, split, *a, **k)
+
+    monkeypatch.setattr(FeatureSource, "features", features)
+    with pytest.raises(DataError) as info:
+        run_train(*args(data, assets["cfg"], tmp_path / "out"))
+    message = str(info.value)
+    assert message.startswith(f"Image {gone[0]} is missing (it was there when the dataset was read); restore it")
+    assert "\n" not in message
