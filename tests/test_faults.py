@@ -669,3 +669,32 @@ def test_a_few_shot_image_deleted_after_the_draw_is_named(assets, tmp_path, monk
     message = str(info.value)
     assert message.startswith(f"Image {gone[0]} is missing (it was there when the dataset was read); restore it")
     assert "\n" not in message
+
+
+def test_tensorboard_failing_to_write_is_one_sentence(assets, tmp_path, monkeypatch):
+    """The event file is written by tensorboard's thread; its error (here: a full disk) comes back at
+    the next call and is said naming the folder, the checkpoints before it kept."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    calls = []
+    real = SummaryWriter.add_scalar
+
+    def add_scalar(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 20:  # in epoch 3 or so
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as info:
+        run_train(*args(assets["data"], assets["cfg"], out))
+    assert str(info.value) == (f"Cannot write the tensorboard log in {out}/tensorboard (No space left on device); free "
+                               "space there or make it writable, then run the same command again to resume from the "
+                               "last checkpoint.")
+    kept = load(out, pointer(out))["epoch"]
+    assert kept >= 1
+    monkeypatch.setattr(SummaryWriter, "add_scalar", real)
+    run_train(*args(assets["data"], assets["cfg"], out))
+    assert f"Previous epoch: {kept}" in newest_log(out)
+    assert_same_as_reference(out, assets)
