@@ -266,8 +266,11 @@ def cli():
     except OSError as e:
         if e.errno not in DISK_ERRORS:
             raise
-        # a write our code does not wrap (a library's file): still one sentence naming the file
+        # a file our code does not wrap (a library's): still one sentence naming it
         where = f"{e.filename}" if e.filename else "a file of this run"
+        if e.errno in (errno.EACCES, errno.EPERM):  # reading or writing
+            fail(f"Cannot access {where} ({e.strerror}); fix its permissions, then run the same command again "
+                 "(a training run resumes from its last checkpoint).")
         fail(f"Cannot write {where} ({e.strerror}); free space there or make it writable, then run the same "
              "command again to resume from the last checkpoint.")
     except KeyboardInterrupt as e:

@@ -698,3 +698,30 @@ def test_tensorboard_failing_to_write_is_one_sentence(assets, tmp_path, monkeypa
     run_train(*args(assets["data"], assets["cfg"], out))
     assert f"Previous epoch: {kept}" in newest_log(out)
     assert_same_as_reference(out, assets)
+
+
+@pytest.mark.parametrize("code, sentence", [
+    (errno.ENOSPC, "Cannot write {path} (No space left on device); free space there or make it writable, then run "
+                   "the same command again to resume from the last checkpoint."),
+    (errno.EACCES, "Cannot access {path} (Permission denied); fix its permissions, then run the same command again "
+                   "(a training run resumes from its last checkpoint)."),
+])
+def test_any_other_file_that_cannot_be_written_is_one_sentence(assets, tmp_path, monkeypatch, capsys, code, sentence):
+    """A write no code of ours wraps (here config.yaml, failing as a library's file would) still ends in one
+    sentence naming the file, not a traceback."""
+    import train
+
+    out = tmp_path / "out"
+    path = str(out / "config.yaml")
+
+    def save_config(cfg):
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(train, "save_config", save_config)
+    monkeypatch.setattr(train, "install_stop_handler", lambda: None)  # not in the test process
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, args(assets["data"], assets["cfg"], out))])
+    with pytest.raises(SystemExit) as exc:
+        train.cli()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sentence.format(path=path)}\n"
