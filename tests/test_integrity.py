@@ -281,3 +281,16 @@ def test_an_enhanced_base_made_from_other_weights_is_refused(tmp_path, caplog, m
     with caplog.at_level(logging.WARNING):
         run_train("--enhanced-base", base, *taskres(data, cfg, tmp_path / "downloaded", "OPTIM.MAX_EPOCH", 1))
     assert f"Enhanced base {base} does not record the CLIP weights it was made from" in caplog.text
+
+
+def test_the_same_content_gives_the_same_bytes(tmp_path):
+    """The seal adds no timestamp: two caches built apart (or two processes) compare byte for byte."""
+    import time
+
+    from engine.utils.io import atomic_torch_save
+
+    state = {"keys": ["a"], "features": torch.ones(1, 4)}
+    atomic_torch_save(state, str(tmp_path / "one.pt"))
+    time.sleep(2.1)  # zip timestamps have 2-second resolution
+    atomic_torch_save(state, str(tmp_path / "two.pt"))
+    assert (tmp_path / "one.pt").read_bytes() == (tmp_path / "two.pt").read_bytes()

@@ -43,7 +43,9 @@ def seal_torch_bytes(data):
     with zipfile.ZipFile(buf, "a") as archive:
         names = archive.namelist()
         prefix = names[0].split("/", 1)[0]
-        archive.writestr(f"{prefix}/{SEAL_NAME}", _records_digest(archive, names))
+        # a fixed timestamp: the same content gives the same bytes (caches built apart compare equal)
+        seal = zipfile.ZipInfo(f"{prefix}/{SEAL_NAME}", date_time=(1980, 1, 1, 0, 0, 0))
+        archive.writestr(seal, _records_digest(archive, names))
     return buf.getvalue()
 
 
