@@ -5,8 +5,9 @@ Few-shot sampling is Dassl's: group items by label in first-appearance order, th
 with K shots, then val with min(K, 4), and caches the result per (K, seed); we cache it as
 json with paths relative to the dataset folder (portable) and a sha256 of its content, and rebuild
 a stale, corrupt or changed cache (kept aside as ``.corrupt``) instead of trusting it; every row of
-a cached draw must also be a row of the split it was drawn from. A ``shot_K-seed_S.pkl`` that CoOp/TaskRes wrote in the same folder
-is preferred over both (the user's earlier sample is reused), read with `dassl_pickle`.
+a cached draw must also be a row of the split it was drawn from. A ``shot_K-seed_S.pkl`` that
+CoOp/TaskRes wrote in the same folder is preferred over both (the user's earlier sample is reused),
+read with `dassl_pickle`.
 """
 import hashlib
 import json
