@@ -5,12 +5,16 @@ opts. Config merge order: defaults (engine + every trainer module's ``extend_cfg
 --dataset-config-file -> --config-file -> CLI flags given -> ``KEY VALUE`` opts. No trainer is
 named here: trainers come from ``trainers/`` and the trainer folders.
 Bad input ends in one sentence on stderr and exit code 2; nothing already written is touched.
+Ctrl-C and SIGTERM (Slurm's pre-emption notice) leave a resumable checkpoint, say in one line how to
+resume, and end the process by that same signal (so a calling shell or scheduler sees it).
 """
 import argparse
 import datetime
+import errno
 import logging
 import os
 import platform
+import signal
 import sys
 
 import torch
@@ -24,6 +28,7 @@ from engine.errors import UserError
 from engine.utils import set_random_seed, setup_logger
 from engine.utils.io import atomic_write_text
 from engine.utils.lock import OutputDirLock
+from engine.utils.signals import StopRequested, install_stop_handler, restore_default_handler
 
 logger = logging.getLogger("train")
 
@@ -223,20 +228,57 @@ def one_sentence(error):
     return text
 
 
+# what a full disk, a quota or a read-only folder raise
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def fail(message):
+    """The one sentence on stderr (and in log.txt when it can still be written), then exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
+    for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
+        if isinstance(handler, logging.FileHandler):
+            try:
+                handler.emit(record)
+            except (UserError, OSError):  # the disk that failed the run fails this line too
+                pass
+    sys.exit(2)
+
+
+def die_by(signum, line):
+    """Print ``line``, flush everything, then end by ``signum`` with its default action (no exit code 130:
+    a shell loop or a job runner tells a signal death from a failure)."""
+    print(line, file=sys.stderr)
+    logging.shutdown()  # a signal death runs no atexit handlers: log.txt is closed here
+    sys.stdout.flush()
+    sys.stderr.flush()
+    restore_default_handler(signum)
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # not reached on POSIX; a platform that ignored the signal still stops
+
+
 def cli():
+    install_stop_handler()  # SIGTERM: stop at the next step boundary, leaving a resumable checkpoint
     try:
         main()
     except UserError as e:
-        message = one_sentence(e)
-        print(f"error: {message}", file=sys.stderr)
-        record = logging.LogRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)  # "ERROR: ..."
-        for handler in logging.getLogger().handlers:  # keep the sentence in log.txt too
-            if isinstance(handler, logging.FileHandler):
-                handler.emit(record)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("Interrupted: run the same command again to resume from the last checkpoint.", file=sys.stderr)
-        sys.exit(130)
+        fail(one_sentence(e))
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        # a file our code does not wrap (a library's): still one sentence naming it
+        where = f"{e.filename}" if e.filename else "a file of this run"
+        if e.errno in (errno.EACCES, errno.EPERM):  # reading or writing
+            fail(f"Cannot access {where} ({e.strerror}); fix its permissions, then run the same command again "
+                 "(a training run resumes from its last checkpoint).")
+        fail(f"Cannot write {where} ({e.strerror}); free space there or make it writable, then run the same "
+             "command again to resume from the last checkpoint.")
+    except KeyboardInterrupt as e:
+        note = getattr(e, "resume_note", "run the same command again to resume from the last checkpoint")
+        die_by(signal.SIGINT, f"Interrupted (Ctrl-C): {note}.")
+    except StopRequested as e:
+        note = getattr(e, "resume_note", "run the same command again to resume from the last checkpoint")
+        die_by(e.signum, f"Stopped by {signal.Signals(e.signum).name}: {note}.")
 
 
 if __name__ == "__main__":

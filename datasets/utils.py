@@ -109,8 +109,28 @@ def read_split(filepath, path_prefix, dataset="dataset"):
                     "each row must be [relative_path, label, classname]."
                 ) from e
         out.append(items)
+    check_label_names(out, filepath, path_prefix, dataset)
     logger.info("Read split from %s", filepath)
     return tuple(out)
+
+
+def check_label_names(parts, filepath, path_prefix, dataset="dataset"):
+    """A published split file cannot carry our checksum; a flipped label shows as a label with two class
+    names. Raise DataError naming the first entry whose class name is not its label's usual one."""
+    names = {}
+    for items in parts:
+        for item in items:
+            names.setdefault(item.label, {}).setdefault(item.classname, 0)
+            names[item.label][item.classname] += 1
+    for key, items in zip(("train", "val", "test"), parts):
+        for n, item in enumerate(items):
+            counts = names[item.label]
+            usual = max(counts, key=counts.get)
+            if len(counts) > 1 and item.classname != usual:
+                raise DataError(
+                    f'{dataset}: split file {filepath} has "{key}" entry {n} '
+                    f"[{os.path.relpath(item.impath, path_prefix)!r}, {item.label}, {item.classname!r}], but {counts[usual]} other "
+                    f"entries give label {item.label} the class name {usual!r}; fix the entry or re-download the file.")
 
 
 def save_split(train, val, test, filepath, path_prefix):

@@ -200,6 +200,11 @@ _C.FEATURE_CACHE.DECODE = "cpu"
 # a fixed count also fixes the float summation order, so the same seed gives the same numbers on
 # machines with different core counts.
 _C.FEATURE_CACHE.NUM_THREADS = 1
+# torch CPU threads while the frozen encoder runs on the CPU, whatever NUM_THREADS the loop uses;
+# 0 = torch's default. The thread count changes how the encoder's sums are split, so features
+# differ in the last bits between counts (2.4e-7 on an AMD EPYC between 1 and 2): fixed, they are
+# the same for every NUM_THREADS, and a count other than 1 is part of the cache key.
+_C.FEATURE_CACHE.ENCODE_THREADS = 1
 
 ###########################
 # Trainer

@@ -4,7 +4,10 @@ TaskRes never changes the image encoder, so the feature of one image view never 
 Features are stored in *bundles*: one file per (encoder, transform, view, dataset split), each
 row keyed by the image's path + size + mtime. A run asks for the rows it needs; only missing
 rows are encoded (so a changed image, or a new few-shot sample, encodes just those images),
-and the bundle is merged and rewritten atomically under a file lock.
+and the bundle is merged and rewritten atomically under a file lock. Every bundle carries a
+checksum (engine/utils/integrity.py); one that fails it is moved aside (``.corrupt``) and rebuilt.
+A cache folder that is full or read-only is said once per bundle, and the run goes on with the
+features in memory.
 
 Three layers, each usable alone:
 
@@ -35,8 +38,10 @@ from . import distributed
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.device_decode import DevicePipeline, decode_images, resolve_decode
 from .data.transforms import transform_signature
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .utils.integrity import load_torch_verified
 from .utils.io import atomic_torch_save
+from .utils.signals import check_stop
 from .utils.tools import read_image
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ BUNDLE_VERSION = 1
 CACHE_LAYOUT = 2
 TEST_VIEW = "test"  # the deterministic test transform has a single view
 PROGRESS_SECONDS = 30  # encoding progress goes to the log at most this often (and at each tenth)
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.ENCODE_THREADS 0 means
 
 
 def default_cache_dir():
@@ -60,7 +66,12 @@ def default_cache_dir():
 def image_key(impath, root=""):
     """What identifies an image's content cheaply: path (relative to ``root``, the data root, so
     a moved data folder keeps its cache), size and modification time."""
-    st = os.stat(impath)
+    try:
+        st = os.stat(impath)
+    except FileNotFoundError as e:  # listed when the dataset was read, gone since
+        raise DataError(f"Image {impath} is missing (it was there when the dataset was read); restore it, or "
+                        "delete the few-shot draw in split_fewshot/ that lists it so a new sample is drawn, "
+                        "then run the same command again.") from e
     return f"{relative_impath(impath, root)}|{st.st_size}|{st.st_mtime_ns}"
 
 
@@ -132,6 +143,22 @@ def _split_on_oom(encode, images):
         return torch.cat([_split_on_oom(encode, images[:half]), _split_on_oom(encode, images[half:])])
 
 
+class _cpu_threads:
+    """Run a block with torch's CPU thread count set to ``count`` (0: torch's default), then restore it."""
+
+    def __init__(self, count):
+        self.count = count or _TORCH_DEFAULT_THREADS
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.count != self.before:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
+
+
 class _Progress:
     """Encoding progress in the log (log.txt too, not only a terminal's bar): at each tenth, at most
     every PROGRESS_SECONDS, and at the end."""
@@ -191,7 +218,8 @@ class _FileBytes(Dataset):
 
     def __getitem__(self, index):
         impath = self.items[index].impath
-        read_image(impath)  # the CPU path's checks: a missing or unreadable file is one sentence here too
+        if not os.path.exists(impath):  # the CPU path's sentence (read_image), without decoding here
+            raise DataError(f"Image not found: {impath}; check DATASET.ROOT and the dataset's split file.")
         return {"data": read_file(impath), "index": index}
 
 
@@ -202,7 +230,7 @@ def _bytes_batch(samples):
 def _device_batches(loader, pipeline, views, device, root, seed, is_train):
     """Batches of uint8 views decoded and cut on ``device`` (engine/data/device_decode.py)."""
     for batch in loader:
-        images = decode_images(batch["data"], device)
+        images = decode_images(batch["data"], device, [loader.dataset.items[i].impath for i in batch["index"]])
         out = []
         for index, image in zip(batch["index"], images):
             if is_train:
@@ -285,6 +313,7 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             outputs.append(_split_on_oom(encode, images))
             done += images.shape[0]
             log.update(done)
+            check_stop()  # SIGTERM while encoding: stop between batches (nothing is half written)
         if not outputs:
             return torch.empty(0)
         feats = torch.cat(outputs).float().cpu()
@@ -312,30 +341,44 @@ class FeatureStore:
         if not os.path.exists(path):
             return {}
         try:
-            bundle = torch.load(path, map_location="cpu", weights_only=True)
+            bundle, _ = load_torch_verified(path, map_location="cpu", weights_only=True)
             if bundle.get("version") != BUNDLE_VERSION or len(bundle["keys"]) != bundle["features"].shape[0]:
                 raise ValueError("unexpected layout")
             return dict(zip(bundle["keys"], bundle["features"]))
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is rebuilt, never trusted
-            logger.warning("Feature cache file %s is corrupt (%s: %s): rebuilding it", path, type(e).__name__, e)
-            try:
-                os.remove(path)
-            except FileNotFoundError:  # another run removed it first
-                pass
+            self._move_aside(path, f"{type(e).__name__}: {e}")
             return {}
 
+    @staticmethod
+    def _move_aside(path, why):
+        """Keep a damaged bundle as ``<path>.corrupt`` (for inspection; the cache size ignores it)."""
+        bad = path + ".corrupt"
+        try:
+            os.replace(path, bad)
+            where = f"moved it to {bad}"
+        except FileNotFoundError:  # another run moved it first
+            where = "another run moved it aside"
+        except OSError as e:  # a read-only cache: leave it, it is not read again in this run
+            where = f"could not move it aside ({e.strerror})"
+        logger.warning("Feature cache file %s is corrupt (%s): %s and rebuilding it", path, why, where)
+
     def _merge_write(self, path, new_rows):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache merge instead of overwriting
-            rows = self._read(path)
-            # a changed image (new size or mtime) replaces its old row instead of piling up
-            changed = {_path_of(k) for k in new_rows}
-            rows = {k: v for k, v in rows.items() if _path_of(k) not in changed}
-            rows.update(new_rows)
-            keys = list(rows)
-            atomic_torch_save({"version": BUNDLE_VERSION, "keys": keys,
-                               "features": torch.stack([rows[k] for k in keys])}, path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache merge instead of overwriting
+                rows = self._read(path)
+                # a changed image (new size or mtime) replaces its old row instead of piling up
+                changed = {_path_of(k) for k in new_rows}
+                rows = {k: v for k, v in rows.items() if _path_of(k) not in changed}
+                rows.update(new_rows)
+                keys = list(rows)
+                atomic_torch_save({"version": BUNDLE_VERSION, "keys": keys,
+                                   "features": torch.stack([rows[k] for k in keys])}, path)
+        except OSError as e:  # full or read-only: the features are in memory, only the next run's time is lost
+            logger.warning("Could not write the feature cache file %s (%s): this run goes on with the features in "
+                           "memory and the next run encodes them again; free space in or make writable %s",
+                           path, e.strerror or e, self.root)
 
     def features(self, encode, items, transform, encoder_key, transform_key, group, views, batch_size=256,
                  num_workers=0, device="cpu", is_train=True, dtype=torch.float16, root="", seed=0,
@@ -427,7 +470,9 @@ class FeatureSource:
     """
 
     def __init__(self, store, encode, encoder_key, group, splits, transforms, train_views, device,
-                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0, decode_on_device=False):
+                 dtype=torch.float16, batch_size=256, num_workers=0, root="", seed=0, encode_threads=1,
+                 decode_on_device=False):
+        self.encode_threads = encode_threads  # torch CPU threads while encoding on the CPU
         self.store = store
         self.encode = encode
         self.encoder_key = encoder_key
@@ -454,6 +499,12 @@ class FeatureSource:
         fc = cfg.FEATURE_CACHE
         if fc.TRAIN_VIEWS < 1:
             raise ConfigError(f"FEATURE_CACHE.TRAIN_VIEWS must be at least 1, got {fc.TRAIN_VIEWS}.")
+        if fc.ENCODE_THREADS < 0:
+            raise ConfigError(f"FEATURE_CACHE.ENCODE_THREADS must be 0 (torch's default) or a positive count, "
+                              f"got {fc.ENCODE_THREADS}.")
+        threads = fc.ENCODE_THREADS or _TORCH_DEFAULT_THREADS
+        if torch.device(device).type == "cpu" and threads != 1:  # other sums, other last bits: other features
+            encoder_key = f"{encoder_key}|cpu-threads={threads}"
         ds = dm.dataset
         store = FeatureStore(fc.DIR or None) if fc.ENABLED else None
         if store is None:
@@ -476,7 +527,7 @@ class FeatureSource:
             # more views than epochs would never be used
             train_views=min(fc.TRAIN_VIEWS, max_epoch) if trains else 0,
             device=device, dtype=dtype, batch_size=fc.ENCODE_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
-            root=cfg.DATASET.ROOT, seed=cfg.SEED, decode_on_device=on_device)
+            root=cfg.DATASET.ROOT, seed=cfg.SEED, encode_threads=fc.ENCODE_THREADS, decode_on_device=on_device)
 
     def default_views(self, split):
         """Training: views 0..V-1 of the random transform; val/test: the test transform's one view."""
@@ -503,11 +554,12 @@ class FeatureSource:
             if not kind_views:
                 continue
             transform, transform_key = self.transforms[kind]
-            feats = (self.store or FeatureStore(enabled=False)).features(
-                self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}", kind_views,
-                batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed,
-                decode_on_device=self.decode_on_device)
+            with _cpu_threads(self.encode_threads if self.device.type == "cpu" else torch.get_num_threads()):
+                feats = (self.store or FeatureStore(enabled=False)).features(
+                    self.encode, items, transform, self.encoder_key, transform_key, f"{self.group}/{split}",
+                    kind_views, batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                    is_train=kind == "train", dtype=self.dtype, root=self.root, seed=self.seed,
+                    decode_on_device=self.decode_on_device)
             out.update(zip(kind_views, feats))
         if self.store is not None:
             logger.info("Feature cache holds %s in %s", format_size(self.store.size_bytes()), self.store.root)

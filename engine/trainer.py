@@ -8,11 +8,14 @@ Call order (read top to bottom)::
                                         #   last batch, as in Dassl), after_epoch (val, checkpoints)
                                         # after_train (only when every epoch ran): "Finish training",
                                         #   final test, "Elapsed"; finally: tensorboard closed
+                                        # Ctrl-C / SIGTERM: the epoch under way is dropped, the state at
+                                        #   its start saved (leave_resumable_checkpoint), then re-raised
     trainer.load_model(dir, epoch); trainer.test()   # --eval-only
 
 A trainer implements ``build_model`` (registering its trainable modules with
 ``register_model``) and ``forward_backward(batch)``; everything else is shared.
 """
+import copy
 import datetime
 import logging
 import os
@@ -31,6 +34,7 @@ from .utils.checkpoint import (
     BEST_NAME, checkpoint_name, list_epochs, load_checkpoint, read_pointer, remove_stale_temporaries,
     resume_from_checkpoint, save_checkpoint)
 from .utils.meters import AverageMeter, MetricMeter
+from .utils.signals import StopRequested, check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -167,19 +171,50 @@ class TrainerBase(DasslForkMethods):
         """
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
+        self._epoch_start_state = None  # the trained modules' state as the current epoch began
+        self._in_loop = False  # whether the epochs began (so the state in memory is an epoch's)
+        finished = False
         try:
             self.before_train()
             for self.epoch in range(self.start_epoch, self.max_epoch):
+                self._epoch_start_state = self._trainable_state()
+                self._in_loop = True
                 self.before_epoch()
                 self.run_epoch()
+                self._epoch_start_state = None  # the epoch's steps are all done: its state is whole
                 self.after_epoch()
+                check_stop()
+            self._in_loop = False
             self.after_train()
+            finished = True
+        except (KeyboardInterrupt, StopRequested) as e:
+            e.resume_note = self.leave_resumable_checkpoint(e)
+            raise
         except Exception:
-            logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
-                         self.max_epoch)
+            try:
+                logger.error("Training stopped by an exception in epoch %d of %d", getattr(self, "epoch", 0) + 1,
+                             self.max_epoch)
+            except (UserError, OSError):  # a full disk took log.txt too: the first error is the one to tell
+                pass
             raise
         finally:
-            self.close_writer()
+            self.close_writer(raise_errors=finished)  # an error in flight stays the one reported
+
+    def _trainable_state(self):
+        """A copy of every registered module's, optimiser's and scheduler's state (small: only what trains)."""
+        return {name: copy.deepcopy([part.state_dict() if part is not None else None for part in
+                                     (self._models[name], self._optims[name], self._scheds[name])])
+                for name in self.get_model_names()}
+
+    def _restore_trainable_state(self, state):
+        for name, parts in state.items():
+            for part, saved in zip((self._models[name], self._optims[name], self._scheds[name]), parts):
+                if part is not None:
+                    part.load_state_dict(saved)
+
+    def leave_resumable_checkpoint(self, interrupt):
+        """After Ctrl-C or SIGTERM: how the run resumes, in words (SimpleTrainer saves what is needed)."""
+        return "run the same command again to resume"
 
     def before_train(self):
         pass
@@ -250,21 +285,39 @@ class TrainerBase(DasslForkMethods):
         return self._optims[name].param_groups[0]["lr"]
 
     # ---- tensorboard -------------------------------------------------------------------------
+    # The event file is written by a background thread; its errors (a full disk) surface at the next
+    # call, and are said in one sentence naming the folder.
     def init_writer(self, log_dir):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             logger.info("Initialize tensorboard (log_dir=%s)", log_dir)
-            self._writer = SummaryWriter(log_dir=log_dir)
+            self._writer_dir = log_dir
+            try:
+                self._writer = SummaryWriter(log_dir=log_dir)
+            except OSError as e:
+                raise self._writer_error(e) from e
 
-    def close_writer(self):
+    def _writer_error(self, e):
+        return UserError(f"Cannot write the tensorboard log in {self._writer_dir} ({getattr(e, 'strerror', None) or e}); "
+                         "free space there or make it writable, then run the same command again to resume from the "
+                         "last checkpoint.")
+
+    def close_writer(self, raise_errors=True):
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception as e:  # noqa: BLE001 - the writer thread's error, whatever its type
+                if raise_errors:
+                    raise self._writer_error(e) from e
 
     def write_scalar(self, tag, scalar_value, global_step=None):
         if self._writer is not None:
-            self._writer.add_scalar(tag, scalar_value, global_step)
+            try:
+                self._writer.add_scalar(tag, scalar_value, global_step)
+            except Exception as e:  # noqa: BLE001 - idem
+                raise self._writer_error(e) from e
 
 
 class SimpleTrainer(TrainerBase):
@@ -386,6 +439,42 @@ class SimpleTrainer(TrainerBase):
             # a checkpoint Dassl would not have written is kept only until the next one lands
             self._rolling_epoch = None if scheduled else self.epoch + 1
 
+    def leave_resumable_checkpoint(self, interrupt):
+        """Leave a checkpoint of the last whole epoch; returns where the run resumes from, in words.
+
+        Stopped inside an epoch, its steps so far are dropped (the state saved as it began comes back),
+        so the resumed run replays that epoch with the same order and views as an uninterrupted one.
+        """
+        names = self.get_model_names()
+        why = "Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else str(interrupt).replace("stopped by ", "")
+        epoch = getattr(self, "epoch", self.start_epoch)
+        if not names or not getattr(self, "_in_loop", False):  # nothing trained in this process yet
+            return f"{self._last_good_checkpoint()}; run the same command again to resume"
+        if self._epoch_start_state is not None:
+            self._restore_trainable_state(self._epoch_start_state)
+            done = epoch
+        else:
+            done = epoch + 1
+        logger.warning("Stopped by %s in epoch %d of %d%s", why, epoch + 1, self.max_epoch,
+                       " (its steps so far are dropped)" if self._epoch_start_state is not None else "")
+        if done == 0:
+            return f"no epoch had finished; run the same command again to start the run in {self.output_dir}"
+        try:
+            pointers = [read_pointer(os.path.join(self.output_dir, name)) for name in names]
+        except CheckpointError:
+            pointers = [None]
+        if all(p is not None and os.path.basename(p) == checkpoint_name(done) for p in pointers):
+            paths = pointers
+        else:
+            try:
+                paths = self.save_model(done - 1, self.output_dir)
+            except (CheckpointError, OSError) as e:
+                logger.error("%s", e)
+                return f"{self._last_good_checkpoint()}; run the same command again to resume from it"
+            self._drop_rolling_checkpoint()
+            self._rolling_epoch = None if self.is_dassl_checkpoint(done) else done
+        return f"run the same command again to resume from epoch {done} ({', '.join(paths)})"
+
     def _drop_rolling_checkpoint(self):
         if self._rolling_epoch is None:
             return
@@ -442,6 +531,7 @@ class _EpochLoop(SimpleTrainer):
         for self.batch_idx, batches in enumerate(self.batches()):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(*batches)
+            check_stop()  # SIGTERM: stop here, between steps
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:

@@ -135,3 +135,15 @@ def test_train_py_with_device_decode_trains_logs_it_and_keeps_its_own_cache_rows
     assert "JPEGs decoded" not in log_auto
     assert set(glob.glob(str(cache / "**" / "*.pt"), recursive=True)) == bundles
     assert os.path.exists(tmp_path / "auto" / "results_test.json")
+
+
+def test_a_corrupt_file_on_the_device_path_is_one_sentence_naming_it(tmp_path):
+    from engine.errors import DataError
+
+    good = photo(tmp_path / "good.jpg")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(open(good, "rb").read()[:200])  # a JPEG cut after its header
+    items = [Datum(impath=p, label=0, classname="a") for p in (good, str(bad))]
+    with pytest.raises(DataError, match=r"Cannot read image .*bad\.jpg .*replace or remove it"):
+        encode_views(lambda x: x.flatten(1)[:, :4], items, transform(False), [(0, 0), (1, 0)], 2, 0, "cpu", False,
+                     decode_on_device=True)

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,7 +229,8 @@ def _garbage(path, seed=0):
 # every exception type unpickling damaged bytes is known to raise (which one a given payload raises
 # depends on the torch version, so the types are raised directly, and garbage is checked separately)
 UNPICKLING_ERRORS = ["UnpicklingError", "OverflowError", "ValueError", "UnicodeDecodeError", "MemoryError",
-                     "RuntimeError", "TypeError", "EOFError", "BadZipFile", "KeyError", "IndexError", "AttributeError"]
+                     "RuntimeError", "TypeError", "EOFError", "BadZipFile", "KeyError", "IndexError", "AttributeError",
+                     "OSError"]
 
 
 def _exception(name):
@@ -282,6 +284,21 @@ def test_each_unpickling_error_is_a_checkpoint_error(tmp_path, monkeypatch, erro
     with pytest.raises(CheckpointError, match=f"Checkpoint {path} is truncated or corrupt") as info:
         checkpoint.load_checkpoint(path)
     assert info.value.__cause__ is raised
+
+
+def test_a_checkpoint_cut_at_any_length_is_a_checkpoint_error(assets, tmp_path):
+    """Cut short (a full disk, a copy that stopped): torch.load raises ValueError, RuntimeError, EOFError
+    or, seeking back from the end of a real file, OSError (Invalid argument)."""
+    from engine.utils.checkpoint import load_checkpoint
+
+    with open(os.path.join(ckpt_dir(assets["out"]), f"model.pth.tar-{EPOCHS}"), "rb") as f:
+        data = f.read()
+    path = str(tmp_path / "model.pth.tar-1")
+    for length in range(0, len(data), max(1, len(data) // 40)):
+        with open(path, "wb") as f:
+            f.write(data[:length])
+        with pytest.raises(CheckpointError, match=f"Checkpoint {path} (is truncated or corrupt|fails its checksum)"):
+            load_checkpoint(path)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -629,3 +646,82 @@ def test_oom_in_the_feature_store_gives_the_same_features(tmp_path, caplog):
         split = features(3, "c1")
     assert torch.equal(split, features(100, "c2"))
     assert caplog.text.count("CUDA out of memory encoding") >= 2  # 8 -> 4+4 -> 2+2+2+2
+
+
+# ---- an image gone after the dataset was read --------------------------------------------------
+def test_a_few_shot_image_deleted_after_the_draw_is_named(assets, tmp_path, monkeypatch):
+    from engine.features import FeatureSource
+
+    data = tmp_path / "data"
+    shutil.copytree(assets["data"], data)
+    real = FeatureSource.features
+    gone = []
+
+    def features(self, split, *a, **k):  # the image goes between reading the dataset and encoding it
+        if split == "train" and not gone:
+            gone.append(self.splits["train"][0].impath)
+            os.remove(gone[0])
+        return real(self, split, *a, **k)
+
+    monkeypatch.setattr(FeatureSource, "features", features)
+    with pytest.raises(DataError) as info:
+        run_train(*args(data, assets["cfg"], tmp_path / "out"))
+    message = str(info.value)
+    assert message.startswith(f"Image {gone[0]} is missing (it was there when the dataset was read); restore it")
+    assert "\n" not in message
+
+
+def test_tensorboard_failing_to_write_is_one_sentence(assets, tmp_path, monkeypatch):
+    """The event file is written by tensorboard's thread; its error (here: a full disk) comes back at
+    the next call and is said naming the folder, the checkpoints before it kept."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    calls = []
+    real = SummaryWriter.add_scalar
+
+    def add_scalar(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 20:  # in epoch 3 or so
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as info:
+        run_train(*args(assets["data"], assets["cfg"], out))
+    assert str(info.value) == (f"Cannot write the tensorboard log in {out}/tensorboard (No space left on device); free "
+                               "space there or make it writable, then run the same command again to resume from the "
+                               "last checkpoint.")
+    kept = load(out, pointer(out))["epoch"]
+    assert kept >= 1
+    monkeypatch.setattr(SummaryWriter, "add_scalar", real)
+    run_train(*args(assets["data"], assets["cfg"], out))
+    assert f"Previous epoch: {kept}" in newest_log(out)
+    assert_same_as_reference(out, assets)
+
+
+@pytest.mark.parametrize("code, sentence", [
+    (errno.ENOSPC, "Cannot write {path} (No space left on device); free space there or make it writable, then run "
+                   "the same command again to resume from the last checkpoint."),
+    (errno.EACCES, "Cannot access {path} (Permission denied); fix its permissions, then run the same command again "
+                   "(a training run resumes from its last checkpoint)."),
+])
+def test_any_other_file_that_cannot_be_written_is_one_sentence(assets, tmp_path, monkeypatch, capsys, code, sentence):
+    """A write no code of ours wraps (here config.yaml, failing as a library's file would) still ends in one
+    sentence naming the file, not a traceback."""
+    import train
+
+    out = tmp_path / "out"
+    path = str(out / "config.yaml")
+
+    def save_config(cfg):
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(train, "save_config", save_config)
+    monkeypatch.setattr(train, "install_stop_handler", lambda: None)  # not in the test process
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, args(assets["data"], assets["cfg"], out))])
+    with pytest.raises(SystemExit) as exc:
+        train.cli()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sentence.format(path=path)}\n"

@@ -355,24 +355,52 @@ def test_encoding_progress_is_written_to_log_txt(setup):
     assert f"Encoding ImageFolder/test: {N_TEST}/{N_TEST} image views (100%)" in log
 
 
-def test_one_and_two_torch_threads_give_the_same_run(setup):
+def test_one_and_two_torch_threads_give_the_same_run(setup, monkeypatch):
     """Reproducibility across machines: the thread count (a machine's core count by default) is
     what most often changes float summation order. One cached TaskRes run with 1 and with 2
-    threads, each with its own cache (so encoding runs under each count too)."""
+    threads, each with its own cache (so encoding runs under each count too).
+
+    The encoder runs under FEATURE_CACHE.ENCODE_THREADS (1) whatever NUM_THREADS is, so the features
+    are bit-identical on any CPU (on an AMD EPYC, encoding under 2 threads moved them by 2.4e-7).
+    The loop's small matrices run under NUM_THREADS: README states the tolerance, 1e-6 of the
+    residual's size, and equal accuracy."""
+    from trainers.clip_trainer import FrozenCLIPTrainer
+
+    encode = FrozenCLIPTrainer.encode_images
+    seen = []
+
+    def encode_images(self, images):
+        seen.append(torch.get_num_threads())
+        return encode(self, images)
+
+    monkeypatch.setattr(FrozenCLIPTrainer, "encode_images", encode_images)
     data, cfg, tmp = setup
     runs = {}
     for threads in (1, 2):
+        seen.clear()
         os.environ["TASKRES_FEATURE_CACHE"] = str(tmp / f"cache{threads}")
         trainer, out = train(setup, f"threads{threads}", "FEATURE_CACHE.NUM_THREADS", threads,
                              "OPTIM.MAX_EPOCH", 10, "OPTIM.LR", 0.05)
         assert torch.get_num_threads() == threads and f"torch CPU threads: {threads}" in (out / "log.txt").read_text()
+        assert seen and set(seen) == {1}  # every encoder call ran on one thread
         runs[threads] = (residual(trainer), accuracies(out / "log.txt")[-1],
-                         trainer.feature_source.features("test"))
+                         trainer.feature_source.features("test"), trainer.feature_source.features("train"))
     torch.set_num_threads(1)
     assert runs[1][0].abs().max() > 1e-3  # it trained
-    torch.testing.assert_close(runs[2][2], runs[1][2], rtol=0, atol=0)
-    torch.testing.assert_close(runs[2][0], runs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(runs[2][2], runs[1][2], rtol=0, atol=0)  # test features: bit-identical
+    torch.testing.assert_close(runs[2][3], runs[1][3], rtol=0, atol=0)  # training views too
+    scale = runs[1][0].abs().max().item()
+    torch.testing.assert_close(runs[2][0], runs[1][0], rtol=0, atol=1e-6 * scale)
     assert runs[2][1] == runs[1][1]
+
+
+def test_encode_threads_other_than_one_are_part_of_the_cache_key(setup):
+    one, _ = train(setup, "one", "OPTIM.MAX_EPOCH", 1)
+    again, _ = train(setup, "again", "OPTIM.MAX_EPOCH", 1)
+    two, _ = train(setup, "two", "OPTIM.MAX_EPOCH", 1, "FEATURE_CACHE.ENCODE_THREADS", 2)
+    assert again.feature_store.encoded == 0  # same count: read back
+    assert two.feature_store.encoded == one.feature_store.encoded > 0  # another count: its own entries
+    assert torch.get_num_threads() == 1  # the loop's count came back after encoding
 
 
 def test_each_training_image_is_decoded_once_and_its_views_are_the_same_bit_for_bit(tmp_path, monkeypatch):

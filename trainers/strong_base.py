@@ -10,7 +10,10 @@ cross-entropy. After training it writes, in the original's format and place,
     <STRONG_BASE.ROOT>/<DatasetClass>/<backbone_tag>_<K>shots/model.pth.tar
     = {"state_dict": {"weight": [embed_dim, width]}, "epoch", "optimizer", "scheduler", "val_result"}
 
-which ``--enhanced-base`` loads (transposed into CLIP's ``text_projection``).
+which ``--enhanced-base`` loads (transposed into CLIP's ``text_projection``). The file also records
+the CLIP weights it was made from (``"clip_weights"``: the feature cache's file identity and the
+file's sha256); TaskRes refuses a base made from other weights (``check_made_from``), so a base
+file that outlived a change of weights is never reused. Downloaded bases have no record: warned.
 
 Multitask enhanced base (ours, beyond the original; issue 11): with ``--dataset A,B,C
 --dataset-coop --multi-task`` the projection is tuned jointly on the source datasets (MVLPT's
@@ -21,17 +24,20 @@ to be used as the base of TaskRes on a target whose classes were not among the s
 import logging
 import os
 
+import clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.errors import CheckpointError
 from engine.data.multitask import MultiTaskClassification, own_task_logits, use_multitask_data, wants_multitask_data
 from engine.metrics import compute_accuracy
 from engine.utils.checkpoint import save_checkpoint
+from engine.utils.integrity import file_sha256
 
-from .clip_trainer import FrozenCLIPTrainer, backbone_tag, cosine_logits
+from .clip_trainer import FrozenCLIPTrainer, backbone_tag, cosine_logits, weights_identity
 from .templates import base_templates
 from .text_features import prompt_features
 
@@ -45,8 +51,48 @@ def extend_cfg(cfg):
     cfg.STRONG_BASE.ROOT = "strong_base"  # where enhanced bases are written and looked up
 
 
+WEIGHTS_RECORD = "clip_weights"  # key of the enhanced-base dict naming the weights it was made from
+
+
 def strong_base_path(root, dataset_name, backbone, num_shots):
     return os.path.join(root, dataset_name, f"{backbone_tag(backbone)}_{num_shots}shots", "model.pth.tar")
+
+
+def _weights_file(cfg):
+    bb = cfg.MODEL.BACKBONE
+    return clip.local_weights_path(bb.NAME, bb.CACHE_DIR or None, bb.WEIGHTS or None) if bb.PRETRAINED else None
+
+
+def weights_record(cfg):
+    """What identifies the CLIP weights of this run: the feature cache's identity (path, size, mtime,
+    or the tag of weights without a local file) and the file's sha256 (None without a file)."""
+    path = _weights_file(cfg)
+    return {"identity": weights_identity(cfg), "sha256": file_sha256(path) if path else None}
+
+
+def check_made_from(base, path, cfg):
+    """Refuse an enhanced base made from other CLIP weights than this run's; warn when it has no record."""
+    made_from = base.get(WEIGHTS_RECORD) if isinstance(base, dict) else None
+    identity = weights_identity(cfg)
+    if not isinstance(made_from, dict):
+        logger.warning("Enhanced base %s does not record the CLIP weights it was made from (a downloaded original?); "
+                       "it is used as it is: make sure it was made from %s", path, identity)
+        return
+    if made_from.get("identity") == identity:
+        return
+    weights = _weights_file(cfg)
+    sha = file_sha256(weights) if weights else None
+    if sha is not None and made_from.get("sha256") == sha:  # the same file, moved or copied
+        logger.info("Enhanced base %s was made from the same weights (sha256 %s) at %s", path, sha[:12],
+                    made_from.get("identity"))
+        return
+    theirs = made_from.get("identity")
+    if made_from.get("sha256"):
+        theirs += f", sha256 {made_from['sha256'][:12]}"
+    ours = identity + (f", sha256 {sha[:12]}" if sha else "")
+    raise CheckpointError(
+        f"Enhanced base {path} was made from the CLIP weights {theirs}, but this run uses {ours}; delete it and "
+        "rebuild it with scripts/taskres/strong_base.sh for these weights (or pass --enhanced-base none).")
 
 
 class ProjectionClassifier(nn.Module):
@@ -130,7 +176,8 @@ class StrongBase(FrozenCLIPTrainer):
         path = strong_base_path(self.cfg.STRONG_BASE.ROOT, self.base_name(), self.cfg.MODEL.BACKBONE.NAME,
                                 self.cfg.DATASET.NUM_SHOTS)
         state = {"state_dict": self.model.proj.state_dict(), "epoch": self.max_epoch,
-                 "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(), "val_result": None}
+                 "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(), "val_result": None,
+                 WEIGHTS_RECORD: weights_record(self.cfg)}
         save_checkpoint(state, os.path.dirname(path), model_name=os.path.basename(path), update_pointer=False)
         logger.info("Enhanced base written to %s", path)
         super().after_train()

@@ -23,6 +23,7 @@ from engine.errors import CheckpointError, ConfigError
 from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import FrozenCLIPTrainer, cosine_logits, encode_if_images
+from .strong_base import check_made_from
 from .templates import base_templates
 from .text_features import prompt_features
 
@@ -52,11 +53,16 @@ def enhanced_base_missing(path):
         "or pass --enhanced-base none.")
 
 
-def load_enhanced_projection(path, width, embed_dim):
-    """The tuned text projection [width, embed_dim] of an enhanced-base file (nn.Linear weight, transposed)."""
+def load_enhanced_projection(path, width, embed_dim, cfg=None):
+    """The tuned text projection [width, embed_dim] of an enhanced-base file (nn.Linear weight, transposed).
+
+    With ``cfg``, a base made from other CLIP weights than the run's is refused (strong_base.check_made_from).
+    """
     if not os.path.isfile(path):
         raise enhanced_base_missing(path)
     checkpoint = load_checkpoint(path)
+    if cfg is not None:
+        check_made_from(checkpoint, path, cfg)
     weight = checkpoint.get("state_dict", {}).get("weight") if isinstance(checkpoint, dict) else None
     if weight is None:
         raise CheckpointError(f"Enhanced base {path} has no state_dict['weight']; it must be a strong-base checkpoint.")
@@ -139,7 +145,7 @@ class TaskRes(FrozenCLIPTrainer):
         if enhanced and enhanced.lower() != "none":
             if os.path.isfile(enhanced):
                 width = clip_model.text_projection.shape[0]
-                projection = load_enhanced_projection(enhanced, width, clip_model.embed_dim)
+                projection = load_enhanced_projection(enhanced, width, clip_model.embed_dim, cfg)
                 logger.info("Using the enhanced base from %s", enhanced)
             else:
                 # A trained run's checkpoint holds its base (buffer base_text_features), so

@@ -3,9 +3,11 @@
 Few-shot sampling is Dassl's: group items by label in first-appearance order, then
 ``random.sample(items, K)`` per label (all items when a class has fewer). CoOp samples train
 with K shots, then val with min(K, 4), and caches the result per (K, seed); we cache it as
-json with paths relative to the dataset folder (portable), and rebuild a stale or corrupt
-cache instead of trusting it. A ``shot_K-seed_S.pkl`` that CoOp/TaskRes wrote in the same folder
-is preferred over both (the user's earlier sample is reused), read with `dassl_pickle`.
+json with paths relative to the dataset folder (portable) and a sha256 of its content, and rebuild
+a stale, corrupt or changed cache (kept aside as ``.corrupt``) instead of trusting it; every row of
+a cached draw must also be a row of the split it was drawn from. A ``shot_K-seed_S.pkl`` that
+CoOp/TaskRes wrote in the same folder is preferred over both (the user's earlier sample is reused),
+read with `dassl_pickle`.
 """
 import contextlib
 import contextvars
@@ -19,6 +21,7 @@ from collections import OrderedDict
 
 from ..errors import DataError
 from ..registry import Registry
+from ..utils.integrity import json_digest
 from ..utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -173,7 +176,7 @@ class DatasetBase:
             return train, val
         path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
         source_id = _fingerprint(train, val)
-        cached = _read_fewshot_cache(path, source_id, dataset_root)
+        cached = _read_fewshot_cache(path, source_id, dataset_root, train, val)
         if cached is not None:
             logger.info("Loading preprocessed few-shot data from %s", path)
             return cached
@@ -188,6 +191,7 @@ class DatasetBase:
             "train": _to_rows(train, dataset_root),
             "val": _to_rows(val or [], dataset_root),
         }
+        payload["sha256"] = json_digest(payload)
         try:
             os.makedirs(cache_dir, exist_ok=True)
             atomic_write_text(path, json.dumps(payload, indent=1))
@@ -231,7 +235,8 @@ def _fingerprint(*lists):
     return h.hexdigest()
 
 
-def _read_fewshot_cache(path, source_id, root):
+def _read_fewshot_cache(path, source_id, root, train, val):
+    """The cached draw, or None (drawn again) when it is stale or damaged; a damaged one is kept aside."""
     if not os.path.exists(path):
         return None
     try:
@@ -240,14 +245,26 @@ def _read_fewshot_cache(path, source_id, root):
         if payload.get("source") != source_id:
             logger.warning("Few-shot cache %s was drawn from a different split of this dataset: drawing it again", path)
             return None
+        if "sha256" in payload and payload["sha256"] != json_digest(payload):  # files of older versions have none
+            raise ValueError("it fails its checksum: it changed after it was drawn")
+        known = {(os.path.relpath(item.impath, root), item.label, item.classname) for item in (train or []) + (val or [])}
         out = []
         for key in ("train", "val"):
-            out.append([Datum(os.path.join(root, rel), int(label), 0, cname) for rel, label, cname in payload[key]])
+            items = []
+            for n, (rel, label, cname) in enumerate(payload[key]):
+                if (rel, label, cname) not in known:
+                    raise ValueError(f'its "{key}" entry {n} {[rel, label, cname]} is not an entry of the split')
+                items.append(Datum(os.path.join(root, rel), int(label), 0, cname))
+            out.append(items)
         return out[0], out[1]
     except (ValueError, KeyError, TypeError) as e:
         bad = path + ".corrupt"
-        os.replace(path, bad)
-        logger.warning("Few-shot cache %s is corrupt (%s): moved it to %s and drawing it again", path, e, bad)
+        try:
+            os.replace(path, bad)
+            kept = f"moved it to {bad}"
+        except OSError as err:  # a read-only dataset folder: drawn again in memory, the file stays
+            kept = f"could not move it aside ({err.strerror})"
+        logger.warning("Few-shot cache %s is corrupt (%s): %s and drawing it again", path, e, kept)
         return None
 
 

@@ -28,7 +28,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import CenterCrop, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize, ToTensor
 from torchvision.transforms import functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 # torchvision 0.29 warns on every decoder call that TorchCodec will replace them: said once above
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
@@ -92,12 +92,12 @@ class DevicePipeline:
         return img
 
 
-def decode_images(datas, device):
+def decode_images(datas, device, paths=None):
     """Decode a batch of encoded files (uint8 byte tensors) into RGB uint8 [3, H, W] on ``device``.
 
     JPEGs go through ``decode_jpeg`` in one batched call on the device; any other format (PNG,
     a JPEG the device decoder refuses, e.g. CMYK on some nvJPEG versions) is decoded on the CPU
-    and moved, so no file is dropped.
+    and moved, so no file is dropped; a file no decoder reads is one sentence naming ``paths[i]``.
     """
     device = torch.device(device)
     out = [None] * len(datas)
@@ -111,17 +111,20 @@ def decode_images(datas, device):
             logger.warning("Batched JPEG decode on %s failed (%s); decoding this batch image by image", device, e)
     for i, img in enumerate(out):
         if img is None:
-            out[i] = _decode_one(datas[i], device)
+            out[i] = _decode_one(datas[i], device, paths[i] if paths else f"image {i} of the batch")
     return out
 
 
-def _decode_one(data, device):
+def _decode_one(data, device, path):
     if device.type != "cpu" and bytes(data[:2].tolist()) == _JPEG_MAGIC:
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             pass  # e.g. a CMYK JPEG: the CPU decoder below handles it
-    return decode_image(data, mode=ImageReadMode.RGB).to(device)
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB).to(device)
+    except RuntimeError as e:
+        raise DataError(f"Cannot read image {path} ({e}); the file is corrupt or not an image: replace or remove it.") from e
 
 
 def resolve_decode(choice, device, transforms):

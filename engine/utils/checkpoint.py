@@ -3,7 +3,9 @@
 A checkpoint is a dict ``{state_dict, epoch (1-based), optimizer, scheduler, val_result}``
 saved as ``<dir>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``); ``<dir>/checkpoint``
 names the latest one, and resuming reads it. Every file is written to a temporary name and
-renamed, so a process killed mid-write leaves the previous checkpoint intact.
+renamed, so a process killed mid-write leaves the previous checkpoint intact. Every file carries a
+checksum (engine/utils/integrity.py) checked on load: a changed byte is refused, never evaluated
+or resumed from; Dassl's files (no checksum) get their zip CRCs checked.
 """
 import glob
 import logging
@@ -15,15 +17,17 @@ from collections import OrderedDict
 import torch
 
 from ..errors import CheckpointError
+from .integrity import IntegrityError, load_torch_verified
 from .io import atomic_torch_save, atomic_write_text, mkdir_if_missing
 
 logger = logging.getLogger(__name__)
 
 POINTER_FILE = "checkpoint"
 # what unpickling damaged bytes raises: besides the usual, random bytes decode to absurd
-# lengths (MemoryError, OverflowError) or to calls with the wrong arguments (TypeError, ...)
+# lengths (MemoryError, OverflowError) or to calls with the wrong arguments (TypeError, ...); a
+# truncated zip can end in OSError (a seek past the end)
 UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, MemoryError,
-              OverflowError, TypeError, KeyError, IndexError, AttributeError)
+              OverflowError, TypeError, KeyError, IndexError, AttributeError, OSError)
 BEST_NAME = "model-best.pth.tar"
 
 
@@ -60,12 +64,28 @@ def load_checkpoint(fpath, map_location="cpu"):
         raise CheckpointError("No checkpoint file was given.")
     if not os.path.exists(fpath):
         raise CheckpointError(f'Checkpoint not found at "{fpath}".')
+    fix = _fix_for(fpath)
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=False)
-    except UNREADABLE as e:
+        checkpoint, status = load_torch_verified(fpath, map_location=map_location, weights_only=False)
+    except PermissionError as e:
+        raise CheckpointError(f"Cannot read checkpoint {fpath} ({e.strerror}); fix its permissions.") from e
+    except IntegrityError as e:
         raise CheckpointError(
-            f"Checkpoint {fpath} is truncated or corrupt ({type(e).__name__}); delete it (and point "
-            f"{POINTER_FILE} at an earlier file if you want to resume from there).") from e
+            f"Checkpoint {fpath} fails its checksum ({e}): it changed after it was written; {fix}.") from e
+    except UNREADABLE as e:
+        raise CheckpointError(f"Checkpoint {fpath} is truncated or corrupt ({type(e).__name__}); {fix}.") from e
+    if status != "sealed":
+        logger.info("%s has no checksum of ours (written by Dassl or downloaded): %s", fpath,
+                    "its zip CRCs are correct" if status == "crc only" else "torch's legacy format, nothing to check")
+    return checkpoint
+
+
+def _fix_for(fpath):
+    """What to do about a damaged file: a run's checkpoint can be replaced by an earlier one."""
+    name = os.path.basename(fpath)
+    if name.startswith("model.pth.tar-") or name == BEST_NAME:
+        return f"delete it (and point {POINTER_FILE} at an earlier file if you want to resume from there)"
+    return "delete it and make or download it again"
 
 
 def list_epochs(directory):

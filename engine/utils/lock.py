@@ -32,10 +32,20 @@ class OutputDirLock:
             raise UserError(
                 f"Another run ({holder}) is using the output folder {self.output_dir}; wait for it to finish "
                 "or pass a different --output-dir.") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+        except OSError as e:  # a full disk: nothing else will fit either
+            fcntl.flock(f, fcntl.LOCK_UN)
+            try:
+                f.close()  # flushes again, and fails again
+            except OSError:
+                pass
+            raise UserError(
+                f"Cannot write to the output folder {self.output_dir} ({e.strerror or e}); free space there "
+                "or pass a different --output-dir.") from e
         self._file = f
         return self
 

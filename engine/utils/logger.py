@@ -10,12 +10,16 @@ One ``log.txt`` per output folder. A second run in the same folder (a resume, or
 over an old log) appends to it after a separator line, instead of Dassl's ``log.txt-<date>``:
 CoOp's ``parse_test_res.py`` reads only ``log.txt`` and takes the last result in it, so the
 latest run's numbers are always the ones parsed and no seed is silently dropped.
+
+A line that cannot reach ``log.txt`` (a full disk) stops the run with one sentence (`LogWriteError`)
+instead of logging's traceback on stderr and a log that silently lacks the run's result.
 """
 import logging
 import os
 import sys
 import time
 
+from ..errors import UserError
 from .io import mkdir_if_missing
 
 _HANDLER_TAG = "_engine_setup_logger"  # marks the handlers we own, so a second call replaces them
@@ -29,6 +33,25 @@ class LevelFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"{record.levelname}: {text}"
         return text
+
+
+class LogWriteError(UserError):
+    """log.txt cannot be written (full disk, read-only folder)."""
+
+
+def log_write_error(path, e):
+    return LogWriteError(f"Cannot write to the log {path} ({getattr(e, 'strerror', None) or e}); free space there or "
+                         "make it writable, then run the same command again to resume from the last checkpoint.")
+
+
+class StrictFileHandler(logging.FileHandler):
+    """A FileHandler whose write errors are raised (as LogWriteError), not printed and forgotten."""
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise log_write_error(self.baseFilename, error) from error
+        super().handleError(record)
 
 
 class StdoutTee:
@@ -47,6 +70,8 @@ class StdoutTee:
             try:
                 handler.stream.write(msg)
                 handler.stream.flush()
+            except OSError as e:
+                raise log_write_error(handler.baseFilename, e) from e
             finally:
                 handler.release()
         return len(msg)
@@ -106,13 +131,16 @@ def setup_logger(output=None):
         if folder:
             mkdir_if_missing(folder)
         earlier = os.path.exists(fpath) and os.path.getsize(fpath) > 0
-        file_handler = logging.FileHandler(fpath, mode="a", encoding="utf-8")
+        try:
+            file_handler = StrictFileHandler(fpath, mode="a", encoding="utf-8")
+            if earlier:  # a resumed run, or a new run over an old log: keep both, newest last
+                rule = "=" * 20
+                file_handler.stream.write(f"\n{rule} new run in this folder, {time.strftime('%Y-%m-%d %H:%M:%S')} {rule}\n")
+                file_handler.stream.flush()
+        except OSError as e:
+            raise log_write_error(fpath, e) from e
         file_handler.setFormatter(formatter)
         setattr(file_handler, _HANDLER_TAG, True)
-        if earlier:  # a resumed run, or a new run over an old log: keep both, newest last
-            rule = "=" * 20
-            file_handler.stream.write(f"\n{rule} new run in this folder, {time.strftime('%Y-%m-%d %H:%M:%S')} {rule}\n")
-            file_handler.flush()
         root.addHandler(file_handler)
         sys.stdout = StdoutTee(sys.stdout, file_handler)
 
