@@ -18,7 +18,9 @@ they are dropped when its checkpoints load here, and ours load there (it loads n
 
 Deliberate differences from the original (each listed in README "Recent methods"):
 - the hand-crafted features come from the same frozen CLIP in the trainer's precision (the original
-  encodes them with a second CLIP kept in fp16 whatever PREC says);
+  encodes them with a second CLIP kept in fp16 whatever PREC says, and its cosine then mixes fp32
+  prompts with fp16 references; given those same fp16 references, ours matches it to 5e-7 of the
+  context's movement, scripts/parity/text_methods.py);
 - CLASS_TOKEN_POSITION middle/front place the class name as CoOp does (the original ignores the key);
 - PREC amp trains with the penalty (the original's amp path drops it and fails on the tuple output).
 """

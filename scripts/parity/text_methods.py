@@ -314,7 +314,14 @@ def compare(method, args, weights, dassl):
     init = initial_value(method, weights, EUROSAT_NAMES, states["orig"])
     movement = (learnt["orig"] - init).abs().max().item()
     diff = (learnt["ours"] - learnt["orig"]).abs().max().item()
+    extra = {}
+    if method == "CLAP":  # each side starts from its own zero-shot base (its text encoder's): compare the updates
+        bases = {side: states[side]["base_text_features"].float() for side in states}
+        update = {side: learnt[side] - bases[side] for side in states}
+        extra = {"base_max_abs_diff": (bases["ours"] - bases["orig"]).abs().max().item(),
+                 "update_ratio": (update["ours"] - update["orig"]).abs().max().item() / update["orig"].abs().max().item()}
     return {
+        **extra,
         "method": method, "learnt": key, "shots": shots, "epochs": args.epochs, "lr": args.lr,
         "same_fewshot_draw": draws["ours"] == draws["orig"],
         "accuracy_ours": accuracy(out["ours"]), "accuracy_orig": accuracy(out["orig"]),
@@ -328,8 +335,8 @@ def compare(method, args, weights, dassl):
 # KgCoOp's original encodes its hand-crafted prompts with a second CLIP kept in fp16 (on this CPU
 # too); ours encodes them in the trainer's precision (fp32 here). fp16 arithmetic differs between
 # implementations at ~1e-3, so for a like-for-like check the original's reference features, as its
-# forward uses them, are recorded (a wrapper observes its CustomCLIP; no file of it changes) and
-# handed to ours.
+# forward uses them (fp16), are recorded (a wrapper observes its CustomCLIP; no file of it changes)
+# and handed to ours, whose penalty then takes them in fp16 as the original's does.
 RECORD_REFERENCE = """
 import runpy, sys, torch
 sys.path.insert(0, ".")
@@ -347,7 +354,10 @@ GIVEN_REFERENCE = """
 import sys, torch
 sys.path.insert(0, {root!r})
 import trainers.kgcoop as k
-k.hand_crafted_features = lambda *a: torch.load({path!r})
+k.hand_crafted_features = lambda *a: torch.load({path!r}).half()
+# the original's cosine takes the fp16 reference as it is: torch's cosine_similarity of (fp32, fp16)
+# differs from the fp32 one by ~1e-4 in its gradient
+k.knowledge_gap = lambda text, hand: 1.0 - torch.nn.CosineSimilarity(dim=1, eps=1e-07)(text, hand).mean()
 import train
 train.main(sys.argv[1:])
 """
@@ -417,6 +427,9 @@ def main(argv=None):
         print(f"| {r['method']} ({r['learnt']}) | {r['same_fewshot_draw']} | {r['accuracy_ours']} / {r['accuracy_orig']} | "
               f"{r['ours_on_orig_checkpoint']} / {r['orig_on_our_checkpoint']} | "
               f"{r['max_abs_diff']:.2e} / {r['movement']:.2e} = {r['ratio']:.2e} |")
+        if "update_ratio" in r:
+            print(f"|   {r['method']}: bases differ by {r['base_max_abs_diff']:.2e}; updates w - t: "
+                  f"max|ours - orig| / max|orig| = {r['update_ratio']:.2e} | | | | |")
     return results
 
 
