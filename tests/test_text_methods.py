@@ -431,3 +431,15 @@ def test_lp_plus_plus_through_train_py(replica):
     cfg = trainers.extend_cfg(get_cfg_default())
     merge_from_file(cfg, config_path("LPPlusPlus", lpp.LPPlusPlus.protocol.config))
     assert cfg.OPTIM.MAX_EPOCH == 300 and tuple(cfg.INPUT.RRCROP_SCALE) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize("trainer, group", [("KgCoOp", "KGCOOP"), ("ProGrad", "PROGRAD"), ("CLAP", "CLAP")])
+def test_amp_trains(replica, trainer, group):
+    """PREC amp (autocast + GradScaler; the originals' amp paths fail or drop their extra term) takes
+    finite steps that move the trained tensor."""
+    opts = (f"TRAINER.{group}.PREC", "amp", "OPTIM.WARMUP_EPOCH", 0, *FAST.get(trainer, ()))
+    trained = run_train(*args(replica, replica[2] / "amp", trainer, *opts))
+    fresh = run_train(*args(replica, replica[2] / "fresh", trainer, "--no-train", *opts))
+    name = "prototypes" if trainer == "CLAP" else "prompt_learner.ctx"
+    after, before = (dict(t.model.named_parameters())[name] for t in (trained, fresh))
+    assert torch.isfinite(after).all() and (after - before).abs().max() > 1e-4
