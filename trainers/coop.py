@@ -197,8 +197,7 @@ class PromptLearner(nn.Module):
             logger.info("Initializing the context from %r", ctx_init)
         else:
             logger.info("Initializing %s", "class-specific contexts" if csc else "a generic context")
-        ctx, prompt_prefix, n_ctx = init_context(clip_model, n_ctx, ctx_init, (n_cls,) if csc and not ctx_init else (),
-                                                 dtype)
+        ctx, prompt_prefix, n_ctx = self.initial_context(clip_model, n_cls, n_ctx, ctx_init, csc, dtype)
         logger.info('Initial context: "%s"', prompt_prefix)
         logger.info("Number of context words (tokens): %d", n_ctx)
         self.ctx = nn.Parameter(ctx)
@@ -213,6 +212,10 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.name_lens = name_lens
         self.class_token_position = class_token_position
+
+    def initial_context(self, clip_model, n_cls, n_ctx, ctx_init, csc, dtype):
+        """(context vectors, prompt prefix text, n_ctx): CoOp's rule; a method with another rule overrides it."""
+        return init_context(clip_model, n_ctx, ctx_init, (n_cls,) if csc and not ctx_init else (), dtype)
 
     def forward(self):
         return assemble_prompts(self.token_prefix, self.ctx, self.token_suffix, self.name_lens,
@@ -278,10 +281,14 @@ def select_classes(state_dict, indices, n_rows_key, n_cls):
     return {k: (v.index_select(0, index) if k == n_rows_key else v) for k, v in state_dict.items()}
 
 
-def adapt_prompt_state_dict(module, state_dict, path_hint=""):
+def adapt_prompt_state_dict(module, state_dict, path_hint="", ignored=()):
     """The original's load rule: drop token_prefix/token_suffix (use the current classes'), but
-    raise on any other missing or unexpected key instead of ignoring it (strict=False hid typos)."""
-    state_dict = {k: v for k, v in state_dict.items() if k not in ("token_prefix", "token_suffix")}
+    raise on any other missing or unexpected key instead of ignoring it (strict=False hid typos).
+    ``ignored``: keys an original saves but never uses (KgCoOp's unused ``bias_vectors``), dropped too."""
+    dropped = sorted(k for k in state_dict if k in ignored)
+    if dropped:
+        logger.info("Checkpoint%s: ignoring %s (saved by the original, never used)", path_hint, ", ".join(dropped))
+    state_dict = {k: v for k, v in state_dict.items() if k not in ("token_prefix", "token_suffix", *ignored)}
     own = {k for k in module.state_dict() if k not in ("token_prefix", "token_suffix")}
     missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
     if missing or unexpected:
@@ -302,6 +309,7 @@ class PromptTrainer(FrozenCLIPTrainer):
     features computed once per test (the step and its LR convention are the base's ``step``)."""
 
     reads_keys = ("MODEL.INIT_WEIGHTS",)  # a saved prompt learner to start from (Dassl's engine key)
+    ignored_keys = ()  # prompt-learner keys of the method's original checkpoints that it never uses
 
     def register_prompt_learner(self):
         """Freeze all but the prompt learner, build its optimizer and scheduler, register it."""
@@ -314,7 +322,8 @@ class PromptTrainer(FrozenCLIPTrainer):
             checkpoint = load_checkpoint(path)
             state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
             learner = self.model.prompt_learner
-            learner.load_state_dict(adapt_prompt_state_dict(learner, state_dict, f" {path} (MODEL.INIT_WEIGHTS)"))
+            learner.load_state_dict(adapt_prompt_state_dict(learner, state_dict, f" {path} (MODEL.INIT_WEIGHTS)",
+                                                            self.ignored_keys))
             logger.info("Initialized the prompt learner from %s", path)
         self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
@@ -325,7 +334,7 @@ class PromptTrainer(FrozenCLIPTrainer):
         learner = self._models[name]
         indices = getattr(self.dm.dataset, "class_indices_in_imagenet", None)
         state_dict = select_classes(state_dict, indices, "ctx", learner.n_cls)
-        return adapt_prompt_state_dict(learner, state_dict, f" of {name}")
+        return adapt_prompt_state_dict(learner, state_dict, f" of {name}", self.ignored_keys)
 
 
 @TRAINER_REGISTRY.register()
@@ -340,17 +349,21 @@ class CoOp(PromptTrainer):
         check_prompt_cfg("COOP", c.N_CTX, c.CTX_INIT, c.PREC, c.CLASS_TOKEN_POSITION)
 
     def build_model(self):
-        cfg, c = self.cfg, self.cfg.TRAINER.COOP
         clip_model = self.load_clip()
-        check_image_size(cfg, clip_model)
+        check_image_size(self.cfg, clip_model)
         logger.info("Building custom CLIP")
-        learner = PromptLearner(self.dm.dataset.classnames, clip_model, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
-                                csc=c.CSC, class_token_position=c.CLASS_TOKEN_POSITION)
-        self.model = CustomCLIP(clip_model, learner).to(self.device)
+        self.model = self.build_prompt_model(clip_model).to(self.device)
         logger.info("Turning off gradients in both the image and the text encoder")
         self.register_prompt_learner()
         self._eval_text = None
         self.use_feature_cache()
+
+    def build_prompt_model(self, clip_model):
+        """The CustomCLIP to train (KgCoOp and ProGrad build theirs from the same parts)."""
+        c = self.cfg.TRAINER.COOP
+        learner = PromptLearner(self.dm.dataset.classnames, clip_model, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
+                                csc=c.CSC, class_token_position=c.CLASS_TOKEN_POSITION)
+        return CustomCLIP(clip_model, learner)
 
     @torch.no_grad()
     def test(self, split=None):
