@@ -8,6 +8,17 @@ the other fork-only methods there (``output_test``) are called by none of the pu
 import torch
 
 
+def project_gradient(grad_a, grad_b, lambda_):
+    """ProGrad's rule for one parameter: remove ``lambda_`` of grad_a's component along grad_b when
+    the two conflict (negative dot product); keep grad_a otherwise (also when either is zero, where
+    the fork's unit vector is NaN and its comparison false)."""
+    a, b = grad_a.flatten(), grad_b.flatten()
+    if torch.dot(a, b) < 0:
+        unit = b / torch.linalg.norm(b)
+        return grad_a - lambda_ * torch.dot(a, unit) * unit.view_as(grad_a)
+    return grad_a
+
+
 class DasslForkMethods:
     """Mixed into ``TrainerBase``: uses its ``_models`` / ``_optims`` / ``detect_anomaly``."""
 
@@ -37,9 +48,5 @@ class DasslForkMethods:
             for p, b_grad in zip(self._models[name].parameters(), b_grads[name]):
                 if p.grad is None or b_grad is None:
                     continue
-                b_unit = b_grad / torch.linalg.norm(b_grad)
-                a_grad = p.grad.clone()
-                a_unit = a_grad / torch.linalg.norm(a_grad)
-                if torch.dot(a_unit.flatten(), b_unit.flatten()) < 0:
-                    p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_unit.flatten()) * b_unit
+                p.grad = project_gradient(p.grad, b_grad, lambda_)
         self.model_update(names)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.dassl_forks import project_gradient  # the fork's rule, shared with prograd_backward_and_update
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 from engine.protocol import Protocol, Variant
@@ -75,16 +76,6 @@ def extend_cfg(cfg):
     cfg.TRAINER.PROGRAD.CLASS_TOKEN_POSITION = "end"  # 'middle' or 'end' or 'front'
     cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # LOSS.LAMBDA: how much of the conflicting component is removed
     cfg.TRAINER.PROGRAD.T = 1.0  # LOSS.T: distillation temperature
-
-
-def project_gradient(grad_ce, grad_kl, lambda_):
-    """ProGrad's rule for one parameter: remove LAMBDA of grad_ce's component along grad_kl when
-    the two conflict (negative dot product); keep grad_ce otherwise (also when either is zero)."""
-    a, b = grad_ce.flatten(), grad_kl.flatten()
-    if torch.dot(a, b) < 0:
-        unit = b / torch.linalg.norm(b)
-        return grad_ce - lambda_ * torch.dot(a, unit) * unit.view_as(grad_ce)
-    return grad_ce
 
 
 def distillation_loss(logits, teacher_logits, temperature):
