@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import platform
+import random
 import sys
 
 import torch
@@ -139,8 +140,19 @@ def setup_cfg(args):
     name = cfg.TRAINER.NAME
     trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
     check_cfg(cfg, reads=getattr(trainer_cls, "reads_keys", ()))
+    args.drawn_seed = draw_seed_if_unset(cfg)
     cfg.freeze()
     return cfg
+
+
+def draw_seed_if_unset(cfg):
+    """SEED < 0 (Dassl: no fixed seed) becomes a seed drawn at random, so the run is still seeded,
+    its few-shot draw is cached under the real seed (never under seed_-1, reused by every later
+    "random" run) and config.yaml records it. Returns the drawn seed, or None when one was given."""
+    if cfg.SEED >= 0:
+        return None
+    cfg.SEED = random.SystemRandom().randrange(1, 2**31)
+    return cfg.SEED
 
 
 def save_config(cfg):
@@ -190,7 +202,10 @@ def main(argv=None):
                         "or leave --model-dir out.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)
-        if cfg.SEED > 0:
+        if getattr(args, "drawn_seed", None) is not None:
+            logger.info("SEED was negative (Dassl: not seeded): drew seed %d at random, recorded in config.yaml; "
+                        "pass --seed %d to repeat this run", cfg.SEED, cfg.SEED)
+        if cfg.SEED >= 0:  # Dassl's rule: 0 is a fixed seed too
             logger.info("Setting fixed seed: %d", cfg.SEED)
             set_random_seed(cfg.SEED)
         if torch.cuda.is_available() and cfg.USE_CUDA:
