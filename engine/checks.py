@@ -15,6 +15,8 @@ from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+PROJECT_TRAINERS = "trainers."  # the project's trainer package: what its trainers read is known here
+
 
 def _positive(cfg, key, what, minimum=1):
     value = _get(cfg, key)
@@ -84,7 +86,7 @@ def check_values(cfg, trains, epoch_loop=True):
 def trainer_defaults(registry):
     """The default config with the keys of every trainer module (its ``extend_cfg``: the modules of
     the trainer folders, then of any other registered trainer), and, for each top-level
-    ``TRAINER.<KEY>``, the module that last set it."""
+    ``TRAINER.<KEY>``, the modules whose ``extend_cfg`` added, replaced or extended it."""
     cfg = get_cfg_default()
     owners = {}
     seen = set()
@@ -95,20 +97,27 @@ def trainer_defaults(registry):
         if module is None or module.__name__ in seen or not callable(getattr(module, "extend_cfg", None)):
             continue
         seen.add(module.__name__)
-        before = {key: id(value) for key, value in cfg.TRAINER.items()}
+        before = {key: _shape(value) for key, value in cfg.TRAINER.items()}
         module.extend_cfg(cfg)
         for key, value in cfg.TRAINER.items():
-            if before.get(key) != id(value):  # added or replaced: the later module's, as in trainers.extend_cfg
-                owners[key] = module.__name__
+            if before.get(key) != _shape(value):  # added, replaced or extended by this module: it reads it
+                owners.setdefault(key, set()).add(module.__name__)
     return cfg, owners
+
+
+def _shape(value):
+    """What an extend_cfg can change about a TRAINER entry: the object, and a group's leaf names."""
+    leaves = sorted(k for k, _ in _changed_leaves(value, None, "")) if isinstance(value, CfgNode) else []
+    return id(value), tuple(leaves)
 
 
 def reads_trainer_key(name, cls, key, owners, own_group=None, value=None):
     """Whether trainer ``name`` (class ``cls``) reads ``TRAINER.<key>``: a group named after it or a
-    class it inherits from (case-insensitive, as ``trainer_group``), a key its own module adds,
-    the group its ``trainer_cfg()`` returns, or one named in its ``reads_keys``."""
+    class it inherits from (case-insensitive, as ``trainer_group``), a key its own module's
+    ``extend_cfg`` adds or extends, the group its ``trainer_cfg()`` returns, or one named in its
+    ``reads_keys`` (a ported trainer that reads CoOp's group: ``reads_keys = ("TRAINER.COOP",)``)."""
     names = {name.upper()} | {c.__name__.upper() for c in cls.__mro__}
-    if key.upper() in names or owners.get(key) == cls.__module__:
+    if key.upper() in names or cls.__module__ in owners.get(key, ()):
         return True
     if own_group is not None and value is own_group:
         return True
@@ -130,7 +139,9 @@ def _same_sequence(a, b):
 
 def check_trainer_keys(cfg, name, cls, registry, own_group=None):
     """Refuse a ``TRAINER.<group>`` key changed from its default when this trainer does not read it
-    (``TRAINER.COOP.N_CTX 4`` on a TaskRes run would be ignored), naming the trainers that read it."""
+    (``TRAINER.COOP.N_CTX 4`` on a TaskRes run would be ignored), naming the trainers that read it.
+    For a trainer from outside the project's package (a ``--trainer-dir`` file), whose reads are
+    not known here, it is a warning."""
     defaults, owners = trainer_defaults(registry)
     for key, value in cfg.TRAINER.items():
         if key == "NAME" or reads_trainer_key(name, cls, key, owners, own_group, value):
@@ -144,6 +155,11 @@ def check_trainer_keys(cfg, name, cls, registry, own_group=None):
             continue
         readers = sorted(n for n, c in registry if reads_trainer_key(n, c, key, owners))
         by = f"read by {', '.join(readers)}" if readers else "read by no registered trainer"
+        if not cls.__module__.startswith(PROJECT_TRAINERS):  # a user's trainer file: what it reads is unknown
+            logger.warning("%s is %r, but trainer %s may not read it (%s); if it does, declare reads_keys = "
+                           "(\"TRAINER.%s\",) on the trainer class, else remove it", changed[0], changed[1], name,
+                           by, key)
+            continue
         raise ConfigError(f"{changed[0]} is {changed[1]!r}, but trainer {name} does not read it ({by}); "
                           f"remove it, or run --trainer {readers[0] if readers else '<the trainer that reads it>'}.")
 

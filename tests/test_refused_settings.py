@@ -181,3 +181,27 @@ def test_the_short_class_warning_of_datasets_check_names_the_val_draw(setup, cap
     assert ("The few-shot val draw takes min(NUM_SHOTS, 4) = 4 images per class, but 4 classes have fewer in the val "
             "split, so all of theirs are used: banded (2)") in text
     assert "fewer than NUM_SHOTS=4" not in text
+
+
+def test_a_user_trainer_outside_the_package_gets_a_warning_not_a_refusal(setup, tmp_path, monkeypatch):
+    """What a --trainer-dir file reads is not known here: another group's key is a warning naming
+    reads_keys; declaring it silences the warning."""
+    from engine import TRAINER_REGISTRY
+    from trainers.taskres import TaskRes
+
+    monkeypatch.setattr(TRAINER_REGISTRY, "_obj_map", dict(TRAINER_REGISTRY._obj_map))
+
+    @TRAINER_REGISTRY.register()
+    class PortedTaskRes(TaskRes):
+        pass
+
+    @TRAINER_REGISTRY.register()
+    class PortedReadsCoOp(TaskRes):
+        reads_keys = ("TRAINER.COOP",)
+
+    run(setup, tmp_path / "a", "TRAINER.COOP.N_CTX", 4, trainer="PortedTaskRes")
+    log = (tmp_path / "a" / "log.txt").read_text()
+    assert ("WARNING: TRAINER.COOP.N_CTX is 4, but trainer PortedTaskRes may not read it (read by CoOp, "
+            'PortedReadsCoOp); if it does, declare reads_keys = ("TRAINER.COOP",) on the trainer class, else remove it') in log
+    run(setup, tmp_path / "b", "TRAINER.COOP.N_CTX", 4, trainer="PortedReadsCoOp")
+    assert "may not read it" not in (tmp_path / "b" / "log.txt").read_text()
