@@ -15,6 +15,7 @@ import random
 import sys
 
 import torch
+import yaml
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
@@ -36,7 +37,8 @@ def build_parser():
     parser.add_argument("--root", type=str, help="path to dataset")
     parser.add_argument("--output-dir", type=str, help="output directory")
     parser.add_argument("--resume", type=str, help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, help="only positive value enables a fixed seed")
+    parser.add_argument("--seed", type=int, help="a fixed seed (>= 0, as in Dassl); negative: one is drawn at "
+                                                 "random, logged and recorded in config.yaml")
     parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
@@ -148,11 +150,29 @@ def setup_cfg(args):
 def draw_seed_if_unset(cfg):
     """SEED < 0 (Dassl: no fixed seed) becomes a seed drawn at random, so the run is still seeded,
     its few-shot draw is cached under the real seed (never under seed_-1, reused by every later
-    "random" run) and config.yaml records it. Returns the drawn seed, or None when one was given."""
+    "random" run) and config.yaml records it. The same command run again in that folder (to resume)
+    takes the seed its config.yaml recorded, so it resumes the run it started. Returns
+    ("drawn" | "recorded", seed), or None when a seed was given."""
     if cfg.SEED >= 0:
         return None
+    recorded = recorded_seed(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    if recorded is not None:
+        cfg.SEED = recorded
+        return "recorded", recorded
     cfg.SEED = random.SystemRandom().randrange(1, 2**31)
-    return cfg.SEED
+    return "drawn", cfg.SEED
+
+
+def recorded_seed(path):
+    """The SEED an earlier run wrote into ``path`` (a config.yaml), if any and >= 0."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            seed = (yaml.safe_load(f) or {}).get("SEED")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
 
 
 def save_config(cfg):
@@ -202,9 +222,13 @@ def main(argv=None):
                         "or leave --model-dir out.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)
-        if getattr(args, "drawn_seed", None) is not None:
+        how = getattr(args, "drawn_seed", None)
+        if how is not None and how[0] == "drawn":
             logger.info("SEED was negative (Dassl: not seeded): drew seed %d at random, recorded in config.yaml; "
                         "pass --seed %d to repeat this run", cfg.SEED, cfg.SEED)
+        elif how is not None:
+            logger.info("SEED was negative (Dassl: not seeded): using seed %d, the one drawn by the earlier run "
+                        "recorded in %s/config.yaml", cfg.SEED, cfg.OUTPUT_DIR)
         if cfg.SEED >= 0:  # Dassl's rule: 0 is a fixed seed too
             logger.info("Setting fixed seed: %d", cfg.SEED)
             set_random_seed(cfg.SEED)

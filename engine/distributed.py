@@ -124,7 +124,7 @@ def main(argv=None):
 
     args = train.build_parser().parse_args(rest)
     cfg = train.setup_cfg(args)
-    if args.drawn_seed is not None:  # each process would draw its own seed, and the training run another
+    if args.drawn_seed is not None and args.drawn_seed[0] == "drawn":  # each process would draw its own
         raise UserError("engine.distributed needs a fixed seed (SEED is negative, so every process would draw "
                         "its own): pass --seed N.")
     rank, world = init_from_env(cfg.USE_CUDA)

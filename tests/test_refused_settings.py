@@ -205,3 +205,17 @@ def test_a_user_trainer_outside_the_package_gets_a_warning_not_a_refusal(setup, 
             'PortedReadsCoOp); if it does, declare reads_keys = ("TRAINER.COOP",) on the trainer class, else remove it') in log
     run(setup, tmp_path / "b", "TRAINER.COOP.N_CTX", 4, trainer="PortedReadsCoOp")
     assert "may not read it" not in (tmp_path / "b" / "log.txt").read_text()
+
+
+def test_the_same_negative_seed_command_again_resumes_with_the_recorded_seed(setup, tmp_path):
+    """Run again to resume (README): the seed drawn first, recorded in config.yaml, is used again, so
+    the resumed run trains on the draw its checkpoint came from."""
+    out = tmp_path / "out"
+    run(setup, out, "OPTIM.MAX_EPOCH", 1, seed=-1)
+    first = yaml.safe_load((out / "config.yaml").read_text())["SEED"]
+    run(setup, out, "OPTIM.MAX_EPOCH", 1, seed=-1)
+    assert yaml.safe_load((out / "config.yaml").read_text())["SEED"] == first
+    assert not list(out.glob("config.yaml-*"))  # the same config: nothing set aside
+    log = (out / "log.txt").read_text()
+    assert (f"SEED was negative (Dassl: not seeded): using seed {first}, the one drawn by the earlier run recorded "
+            f"in {out}/config.yaml") in log
