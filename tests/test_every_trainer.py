@@ -146,3 +146,18 @@ def test_end_to_end_and_cached_training_give_the_same_result_for_a_build_head_me
     e2e = run(setup, tmp_path / "e", "RowTuning", False)
     assert accuracies(tmp_path / "c" / "log.txt") == accuracies(tmp_path / "e" / "log.txt")
     assert (cached.model.weight - e2e.model.weight).abs().max().item() < 1e-4
+
+
+def test_a_trainer_declares_end_to_end_by_its_protocol_or_a_class_attribute():
+    from engine.protocol import Protocol
+
+    class ByProtocol:
+        protocol = Protocol(end_to_end=True)
+
+    class ByAttribute:
+        end_to_end_only = True
+
+    class Cached:
+        protocol = Protocol()
+
+    assert end_to_end_only(ByProtocol) and end_to_end_only(ByAttribute) and not end_to_end_only(Cached)
