@@ -5,13 +5,16 @@ CoOp-compatible command line and output:
     python parse_test_res.py output/<dataset>/TaskRes/<run>            # <run>/seed*/log.txt
     python parse_test_res.py <dir> --ci95          # 95% confidence interval instead of std
     python parse_test_res.py <dir> --test-log      # logs of --eval-only runs
-    python parse_test_res.py <dir> --multi-exp     # <dir>/<exp>/seed*/log.txt, one summary each
+    python parse_test_res.py <dir> --multi-exp     # <dir>/<exp>/seed*/log.txt, one summary each, then
+                                                   # the average of experiments of the same setting
 
 A log's result is the last `* accuracy: X%` (and `* error:`, `* macro_f1:`) line after the
 end signal: `Finish training` for training logs, `=> result` for test-only logs, so the
 validation results printed during training are never taken for the test result. When a
 resumed run left its log in `log.txt-<timestamp>` (log.txt of the first attempt is kept),
-the newest log holding a result wins.
+the newest log holding a result wins. With --multi-exp, experiments are averaged only with others
+of the same setting (their config.yaml minus seed, output folder and dataset); different settings
+(regular vs enhanced base, 1 vs 2 shots, ...) each get their own average, never one number.
 
 `scripts/summarize.py` uses `read_run` and `mean_std` from here.
 """
@@ -97,6 +100,47 @@ def subdirs(directory):
     )
 
 
+# Keys that differ between experiments of one setting (where and on which dataset it ran, the seed);
+# everything else in config.yaml is the setting. An enhanced base counts by kind, not by file name.
+NOT_SETTING = ("OUTPUT_DIR", "RESUME", "SEED", "DATASET.ROOT", "DATASET.NAME", "DATASET.DATASET",
+               "DATASET.ELEVATER_NAME", "FEATURE_CACHE.DIR", "MODEL.BACKBONE.CACHE_DIR")
+
+
+def _flatten(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def experiment_setting(exp_dir):
+    """What an experiment folder ran, from its runs' config.yaml (minus NOT_SETTING), as a hashable
+    key; a folder without one is its own setting (its folder name), so it is never averaged with
+    another: regular and enhanced bases, 1 and 2 shots are different settings."""
+    for sub in subdirs(exp_dir):
+        path = os.path.join(exp_dir, sub, "config.yaml")
+        if not os.path.isfile(path):
+            continue
+        try:
+            import yaml  # yacs' own dependency; imported here so the parser runs without it otherwise
+
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        except Exception as e:  # noqa: BLE001 - an unreadable config only loses the grouping
+            logger.warning("cannot read %s (%s): %s is its own setting", path, e, exp_dir)
+            break
+        items = []
+        for key, value in _flatten(config):
+            if key in NOT_SETTING:
+                continue
+            if key.endswith("ENHANCED_BASE"):
+                value = "none" if str(value).lower() in ("", "none") else "enhanced"
+            items.append((key, repr(value)))
+        return tuple(sorted(items))
+    return ("folder", os.path.basename(os.path.normpath(exp_dir)))
+
+
 def parse_directory(directory, test_log=False, ci95=False, out=sys.stdout):
     """Print each seed's result and the summary of one experiment; return {metric: mean}."""
     print(f"Parsing files in {directory}", file=out)
@@ -149,20 +193,27 @@ def main(argv=None):
         if not args.multi_exp:
             parse_directory(args.directory, args.test_log, args.ci95)
             return 0
-        final = {}
+        groups = {}  # setting -> [(experiment, {metric: mean})], in folder order
         for exp in subdirs(args.directory):
+            exp_dir = os.path.join(args.directory, exp)
             try:
-                means = parse_directory(os.path.join(args.directory, exp), args.test_log, args.ci95)
+                means = parse_directory(exp_dir, args.test_log, args.ci95)
             except NoResultsError as e:
                 logger.warning("%s", e)
                 continue
-            for name, value in means.items():
-                final.setdefault(name, []).append(value)
-        if not final:
+            groups.setdefault(experiment_setting(exp_dir), []).append((exp, means))
+        if not groups:
             raise NoResultsError(f"Nothing found in any experiment folder of {args.directory}")
-        print("Average performance")
-        for name, values in final.items():
-            print(f"* {name}: {sum(values) / len(values):.2f}%")
+        if len(groups) > 1:
+            print(f"{len(groups)} different settings among the experiments: each is averaged on its own, "
+                  "never together")
+        for members in groups.values():
+            names = [exp for exp, _ in members]
+            print("Average performance" if len(groups) == 1 else f"Average performance of {', '.join(names)}")
+            for name, _ in METRICS:
+                values = [means[name] for _, means in members if name in means]
+                if values:
+                    print(f"* {name}: {sum(values) / len(values):.2f}%")
         return 0
     except NoResultsError as e:
         print(f"error: {e}", file=sys.stderr)

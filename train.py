@@ -14,10 +14,12 @@ import errno
 import logging
 import os
 import platform
+import random
 import signal
 import sys
 
 import torch
+import yaml
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers
@@ -40,7 +42,8 @@ def build_parser():
     parser.add_argument("--root", type=str, help="path to dataset")
     parser.add_argument("--output-dir", type=str, help="output directory")
     parser.add_argument("--resume", type=str, help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, help="only positive value enables a fixed seed")
+    parser.add_argument("--seed", type=int, help="a fixed seed (>= 0, as in Dassl); negative: one is drawn at "
+                                                 "random, logged and recorded in config.yaml")
     parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
@@ -144,8 +147,37 @@ def setup_cfg(args):
     name = cfg.TRAINER.NAME
     trainer_cls = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
     check_cfg(cfg, reads=getattr(trainer_cls, "reads_keys", ()))
+    args.drawn_seed = draw_seed_if_unset(cfg)
     cfg.freeze()
     return cfg
+
+
+def draw_seed_if_unset(cfg):
+    """SEED < 0 (Dassl: no fixed seed) becomes a seed drawn at random, so the run is still seeded,
+    its few-shot draw is cached under the real seed (never under seed_-1, reused by every later
+    "random" run) and config.yaml records it. The same command run again in that folder (to resume)
+    takes the seed its config.yaml recorded, so it resumes the run it started. Returns
+    ("drawn" | "recorded", seed), or None when a seed was given."""
+    if cfg.SEED >= 0:
+        return None
+    recorded = recorded_seed(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    if recorded is not None:
+        cfg.SEED = recorded
+        return "recorded", recorded
+    cfg.SEED = random.SystemRandom().randrange(1, 2**31)
+    return "drawn", cfg.SEED
+
+
+def recorded_seed(path):
+    """The SEED an earlier run wrote into ``path`` (a config.yaml), if any and >= 0."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            seed = (yaml.safe_load(f) or {}).get("SEED")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
 
 
 def save_config(cfg):
@@ -195,7 +227,14 @@ def main(argv=None):
                         "or leave --model-dir out.")
     with OutputDirLock(cfg.OUTPUT_DIR):
         setup_logger(cfg.OUTPUT_DIR)
-        if cfg.SEED > 0:
+        how = getattr(args, "drawn_seed", None)
+        if how is not None and how[0] == "drawn":
+            logger.info("SEED was negative (Dassl: not seeded): drew seed %d at random, recorded in config.yaml; "
+                        "pass --seed %d to repeat this run", cfg.SEED, cfg.SEED)
+        elif how is not None:
+            logger.info("SEED was negative (Dassl: not seeded): using seed %d, the one drawn by the earlier run "
+                        "recorded in %s/config.yaml", cfg.SEED, cfg.OUTPUT_DIR)
+        if cfg.SEED >= 0:  # Dassl's rule: 0 is a fixed seed too
             logger.info("Setting fixed seed: %d", cfg.SEED)
             set_random_seed(cfg.SEED)
         if torch.cuda.is_available() and cfg.USE_CUDA:

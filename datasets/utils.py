@@ -240,10 +240,12 @@ def verify_images(items, dataset="dataset"):
     """Open every image; raise DataError naming the first file that cannot be decoded."""
     from PIL import Image
 
+    from engine.utils.tools import to_rgb
+
     for item in items:
         try:
             with Image.open(item.impath) as img:
-                img.convert("RGB").load()
+                to_rgb(img, item.impath).load()
         except (OSError, ValueError, SyntaxError) as e:
             raise DataError(f"{dataset}: cannot read image {item.impath} ({e}); replace or delete the file.") from e
 

@@ -16,7 +16,7 @@ _C = CN()
 _C.VERSION = 1
 _C.OUTPUT_DIR = "./output"
 _C.RESUME = ""  # a folder holding <model>/checkpoint; empty -> OUTPUT_DIR is used
-_C.SEED = -1  # > 0 fixes every RNG
+_C.SEED = -1  # >= 0 fixes every RNG; < 0 (Dassl: not seeded): train.py draws one, logs it and records it here
 _C.USE_CUDA = True
 _C.VERBOSE = True
 
@@ -173,6 +173,9 @@ _C.TEST.COMPUTE_CMAT = False
 _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"
 _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+# ours: best_val on a dataset whose val split is its test split (CoOp's ImageNet) selects on the
+# test set; refused unless this is True (to reproduce a paper that did), then logged as a warning
+_C.TEST.ALLOW_VAL_IS_TEST = False
 
 ###########################
 # Feature cache (ours): frozen-encoder features computed once, see engine/features.py

@@ -122,7 +122,11 @@ def main(argv=None):
     import train  # noqa: PLC0415 - the repository root is on sys.path under `-m`
     from .trainer import build_trainer  # noqa: PLC0415
 
-    cfg = train.setup_cfg(train.build_parser().parse_args(rest))
+    args = train.build_parser().parse_args(rest)
+    cfg = train.setup_cfg(args)
+    if args.drawn_seed is not None and args.drawn_seed[0] == "drawn":  # each process would draw its own
+        raise UserError("engine.distributed needs a fixed seed (SEED is negative, so every process would draw "
+                        "its own): pass --seed N.")
     rank, world = init_from_env(cfg.USE_CUDA)
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))

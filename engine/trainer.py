@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from .checks import check_trainer_keys, check_val_split, check_values
 from .dassl_forks import DasslForkMethods
 from .errors import CheckpointError, ConfigError, UserError
 from .evaluation import build_evaluator
@@ -326,31 +327,51 @@ class SimpleTrainer(TrainerBase):
     # True: the trainer learns nothing (zero-shot), so --eval-only needs no --model-dir;
     # None: decided by whether it registers any model
     training_free = None
-    # keys of engine.config's "read by nothing" list that this trainer does read (accepted when set)
+    # keys of engine.config's "read by nothing" list that this trainer does read (accepted when set),
+    # and TRAINER.<group> keys of another trainer's group that it reads too
     reads_keys = ()
+    # False: it learns in one pass (FitOnceTrainer), so OPTIM.MAX_EPOCH is not its training length
+    epoch_loop = True
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.check_cfg(cfg)
+        self.run_config_checks(cfg)
         self.device = select_device(cfg)
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.build_data_loader()
+        check_val_split(cfg, getattr(getattr(self, "dm", None), "dataset", None), self.val_loader is not None)
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
         self._rolling_epoch = None  # epoch of a resume-only checkpoint, replaced by the next one
         self._last_save = time.time()
 
+    def run_config_checks(self, cfg):
+        """The base checks of every class up the inheritance chain (each class's own ``base_check_cfg``,
+        the engine's first), then the trainer's ``check_cfg`` hook: a subclass that overrides
+        ``check_cfg`` without ``super()`` (as Dassl's trainers do) still gets every base check."""
+        for klass in reversed(type(self).__mro__):
+            check = vars(klass).get("base_check_cfg")
+            if check is not None:
+                check(self, cfg)
+        self.check_cfg(cfg)
+
     def check_cfg(self, cfg):
-        """Trainers check their config keys here (raise ConfigError), before any data or weights load."""
+        """Trainers check their own config keys here (raise ConfigError), before any data or weights load."""
+
+    def base_check_cfg(self, cfg):
+        """The engine's checks, run for every trainer (see ``run_config_checks``)."""
         if cfg.TEST.SPLIT not in ("val", "test"):
             raise ConfigError(f"TEST.SPLIT must be val or test, got {cfg.TEST.SPLIT!r}.")
         if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
             raise ConfigError(f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODELS)}, "
                               f"got {cfg.TEST.FINAL_MODEL!r}.")
+        trains = self.training_free is not True
+        check_values(cfg, trains=trains, epoch_loop=trains and self.epoch_loop)
+        check_trainer_keys(cfg, cfg.TRAINER.NAME, type(self), TRAINER_REGISTRY, own_group=self.trainer_cfg())
 
     def trainer_cfg(self):
         """This trainer's config group ``TRAINER.<NAME>`` (see ``trainer_group``)."""
@@ -369,14 +390,14 @@ class SimpleTrainer(TrainerBase):
         self.lab2cname = dm.lab2cname
         self.dm = dm
         self.warn_short_classes(dm.dataset.train_x)
-        if self.val_loader is None and (self.cfg.TEST.FINAL_MODEL == "best_val" or self.cfg.TEST.SPLIT == "val"):
-            key = "TEST.FINAL_MODEL is best_val" if self.cfg.TEST.FINAL_MODEL == "best_val" else "TEST.SPLIT is val"
-            raise ConfigError(f"{key} but dataset {self.cfg.DATASET.NAME} has no val split; "
-                              "use TEST.FINAL_MODEL last_step and TEST.SPLIT test.")
 
     def warn_short_classes(self, train_x, show=5):
         """Say, on every run (a cached few-shot sample included), when classes have fewer than NUM_SHOTS images."""
         num_shots = self.cfg.DATASET.NUM_SHOTS
+        if num_shots < 1 and train_x:  # Dassl's generate_fewshot_dataset samples nothing below 1
+            say = logger.info if self.training_free is True else logger.warning
+            say("DATASET.NUM_SHOTS is %d: not a few-shot run, the full train set (%d images) is used "
+                "(Dassl's meaning of NUM_SHOTS < 1)", num_shots, len(train_x))
         if num_shots < 1 or not train_x:
             return
         counts = OrderedDict()

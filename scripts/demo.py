@@ -124,12 +124,34 @@ def run_once(out, argv):
     return out
 
 
+def own_opts(args, trainer):
+    """``args`` without the ``TRAINER.<group>.KEY VALUE`` pairs that ``trainer`` does not read: the extra
+    opts reach every method, and train.py refuses another trainer's key (it would be ignored)."""
+    from engine import TRAINER_REGISTRY
+    from engine.checks import reads_trainer_key, trainer_defaults
+
+    cls = TRAINER_REGISTRY.get(trainer)
+    _, owners = trainer_defaults(TRAINER_REGISTRY)
+    kept, i = [], 0
+    while i < len(args):
+        item = str(args[i])
+        if item.startswith("TRAINER.") and i + 1 < len(args):
+            key = item.split(".")[1]
+            if key != "NAME" and not reads_trainer_key(trainer, cls, key, owners):
+                i += 2
+                continue
+        kept.append(args[i])
+        i += 1
+    return kept
+
+
 def enhanced_base(shots, backbone, common, output):
     """StrongBase's enhanced base for this shot count (seed 1, as scripts/taskres/strong_base.sh)."""
     root = os.path.join(output, "strong_base")
     out = os.path.join(output, "StrongBase", f"{shots}shots")
     run_once(out, ["--backbone", backbone, "--trainer", "StrongBase", "--output-dir", out,
-                   "--config-file", STRONG_BASE_CONFIG, "--seed", "1", *common, "DATASET.NUM_SHOTS", str(shots),
+                   "--config-file", STRONG_BASE_CONFIG, "--seed", "1", *own_opts(common, "StrongBase"),
+                   "DATASET.NUM_SHOTS", str(shots),
                    "STRONG_BASE.ROOT", root])
     return strong_base_path(root, "FashionMNIST", backbone, shots)
 
@@ -151,7 +173,8 @@ def run(method, shots, seed, backbone, tag, common, output):
         # NUM_SHOTS only narrows the train images the dataset writes as PNGs (60000 otherwise);
         # an evaluation-only run never reads them.
         flags.append("--eval-only")
-    run_once(out, [*flags, "--output-dir", out, *common, "DATASET.NUM_SHOTS", str(shots), *method.opts_for(shots)])
+    run_once(out, [*flags, "--output-dir", out, *own_opts(common, method.trainer), "DATASET.NUM_SHOTS", str(shots),
+                   *method.opts_for(shots)])
     return last_accuracy(out)
 
 
@@ -180,7 +203,8 @@ def main(argv=None):
     parser.add_argument("--clip-cache", default=None, help="CLIP cache folder (default $TASKRES_CLIP_CACHE or ~/.cache/clip)")
     parser.add_argument("--test-per-class", type=int, default=100, help="test images per class (1000 in the full set)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds (default 1; the paper averages 1 2 3)")
-    parser.add_argument("opts", nargs="*", help="extra KEY VALUE config opts for every run (after the flags)")
+    parser.add_argument("opts", nargs="*", help="extra KEY VALUE config opts for every run (after the flags; a "
+                                                "TRAINER.<group> key only for the methods that read it)")
     parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="shot counts (default 1 4 16)")
     args = parser.parse_intermixed_args(argv)
 

@@ -162,8 +162,27 @@ def test_fp16_model_runs_and_agrees_with_fp32(vision):
         assert text.dtype == image.dtype == torch.float16
         torch.testing.assert_close(text.float(), single.encode_text(tokens), rtol=0, atol=2e-2)
         torch.testing.assert_close(image.float(), single.encode_image(images), rtol=0, atol=2e-2)
-        x = torch.randn(3, 64).half()
-        assert half.ln_final(x).dtype == torch.float16
+        # every LayerNorm of both towers computes in fp32 (inputs, weight and bias), returns fp16
+        seen, layer_norm = [], torch.nn.functional.layer_norm
+
+        def recording(x, shape, weight=None, bias=None, eps=1e-5):
+            seen.append((x.dtype, getattr(weight, "dtype", None), getattr(bias, "dtype", None)))
+            return layer_norm(x, shape, weight, bias, eps)
+
+        torch.nn.functional.layer_norm = recording
+        try:
+            half.encode_text(tokens)
+            half.encode_image(images)
+        finally:
+            torch.nn.functional.layer_norm = layer_norm
+        norms = [m for m in half.modules() if isinstance(m, torch.nn.LayerNorm)]
+        assert norms and len(seen) >= len(norms)  # each ran at least once
+        assert set(seen) == {(torch.float32, torch.float32, torch.float32)}
+        x = torch.randn(3, half.ln_final.normalized_shape[0], generator=torch.Generator().manual_seed(1)).half()
+        out = half.ln_final(x)
+        expected = layer_norm(x.float(), half.ln_final.normalized_shape, half.ln_final.weight.float(),
+                              half.ln_final.bias.float(), half.ln_final.eps).half()
+        assert out.dtype == torch.float16 and torch.equal(out, expected)
 
 
 def test_load_on_cpu_is_fp32_with_openai_attributes(tmp_path):

@@ -156,11 +156,14 @@ def setup(tmp_path):
     return data, cfg, tmp_path
 
 
+# each trainer gets only its own group's keys: another trainer's key is refused (it would be ignored)
+N_CTX = {"CoOp": ("TRAINER.COOP.N_CTX", 4), "CoCoOp": ("TRAINER.COCOOP.N_CTX", 2)}
+
+
 def tiny_args(setup, out, trainer, *opts, extra=()):
     data, cfg, _ = setup
     return ["--root", data, "--seed", 1, "--trainer", trainer, "--config-file", cfg, "--output-dir", out,
-            *extra, "DATASET.NUM_SHOTS", 4, "TRAINER.COOP.N_CTX", 4, "TRAINER.COCOOP.N_CTX", 2,
-            "OPTIM.NAME", "sgd", *opts]
+            *extra, "DATASET.NUM_SHOTS", 4, *N_CTX[trainer], "OPTIM.NAME", "sgd", *opts]
 
 
 def train(setup, name, trainer, *opts, extra=()):
@@ -217,16 +220,16 @@ def test_trains_and_evaluates_through_train_py_on_a_replica(tmp_path, trainer, k
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset="EuroSAT", epochs=2)
     out = tmp_path / "out"
     common = ("--root", root, "--seed", 1, "--trainer", trainer, "--config-file", cfg)
-    run_train(*common, "--output-dir", out, "DATASET.NUM_SHOTS", 2, "TRAINER.COCOOP.N_CTX", 4)
+    run_train(*common, "--output-dir", out, "DATASET.NUM_SHOTS", 2, N_CTX[trainer][0], 4)
     trained = accuracies(out / "log.txt")
     assert len(trained) == 1
     checkpoint = load_checkpoint(os.path.join(out, "prompt_learner", "model.pth.tar-2"))
     assert set(checkpoint["state_dict"]) == keys and checkpoint["epoch"] == 2
     run_train(*common, "--output-dir", tmp_path / "eval", "--model-dir", out, "--load-epoch", 2, "--eval-only",
-              "TRAINER.COCOOP.N_CTX", 4)
+              N_CTX[trainer][0], 4)
     assert accuracies(tmp_path / "eval" / "log.txt") == trained
     # MODEL.INIT_WEIGHTS starts the prompt learner from a saved one
-    init = run_train(*common, "--output-dir", tmp_path / "init", "--no-train", "TRAINER.COCOOP.N_CTX", 4,
+    init = run_train(*common, "--output-dir", tmp_path / "init", "--no-train", N_CTX[trainer][0], 4,
                      "MODEL.INIT_WEIGHTS", os.path.join(out, "prompt_learner", "model.pth.tar-2"))
     torch.testing.assert_close(init.model.prompt_learner.ctx, checkpoint["state_dict"]["ctx"])
 
@@ -238,7 +241,7 @@ def test_runs_on_each_replica(tmp_path, name, trainer):
     cfg = write_tiny_config(tmp_path / "cfg.yaml", tiny_clip(tmp_path), dataset=name, epochs=1)
     out = tmp_path / "out"
     model = run_train("--root", root, "--seed", 1, "--trainer", trainer, "--config-file", cfg, "--output-dir", out,
-                      "DATASET.NUM_SHOTS", 1, "TRAINER.COOP.N_CTX", 2, "TRAINER.COCOOP.N_CTX", 2,
+                      "DATASET.NUM_SHOTS", 1, N_CTX[trainer][0], 2,
                       *[x for kv in REPLICA_OPTS.get(name, {}).items() for x in kv])
     assert len(accuracies(out / "log.txt")) == 1
     assert model.model.prompt_learner.token_prefix.shape[0] == model.num_classes

@@ -49,3 +49,13 @@ def test_demo_methods_name_registered_trainers_and_existing_configs():
     assert len(set(labels)) == len(labels)
     with pytest.raises(SystemExit):
         demo.main(["--shots", "x"])
+
+
+def test_the_extra_opts_give_each_method_only_the_trainer_keys_it_reads():
+    """The demo's extra opts reach every method; train.py refuses another trainer's key, so each run
+    gets only its own group's (and every non-TRAINER opt)."""
+    extra = ["--root", "d", "OPTIM.LR", "1", "TRAINER.COOP.N_CTX", "4", "TRAINER.LINEAR_PROBE.NUM_STEP", "2",
+             "TRAINER.TaskRes.RESIDUAL_SCALE", "0.5"]
+    assert demo.own_opts(extra, "TaskRes") == ["--root", "d", "OPTIM.LR", "1", "TRAINER.TaskRes.RESIDUAL_SCALE", "0.5"]
+    assert demo.own_opts(extra, "CoOp") == ["--root", "d", "OPTIM.LR", "1", "TRAINER.COOP.N_CTX", "4"]
+    assert demo.own_opts(extra, "LinearProbe") == ["--root", "d", "OPTIM.LR", "1", "TRAINER.LINEAR_PROBE.NUM_STEP", "2"]

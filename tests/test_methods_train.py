@@ -215,9 +215,40 @@ MY_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "trainers", "*", "*.
 MY_CONFIGS = [p for p in MY_CONFIGS if p.split(os.sep)[-2] in METHODS]
 
 
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 @pytest.mark.parametrize("path", MY_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
-def test_method_configs_load(path):
-    merge_from_file(trainers.extend_cfg(get_cfg_default()), path)
+def test_method_configs_load_with_their_values_and_pass_the_engine_checks(path):
+    """Every value the file sets lands in the config as written (yacs decodes "(0.5, 1.0)" to a tuple),
+    and the result passes the checks every run gets, for the trainer the folder is named after."""
+    from yacs.config import CfgNode as CN
+
+    from engine import TRAINER_REGISTRY
+    from engine.checks import check_trainer_keys, check_values
+
+    cfg = trainers.extend_cfg(get_cfg_default())
+    merge_from_file(cfg, path)
+    with open(path) as f:
+        written = dict(_leaves(CN.load_cfg(f)))
+    assert written, f"{path} sets nothing"
+    for key, value in written.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        value = CN._decode_cfg_value(value)  # what yacs' merge makes of the text
+        want = list(value) if isinstance(value, (list, tuple)) else value
+        got = list(node) if isinstance(node, (list, tuple)) else node
+        assert got == want, f"{key}: {got!r} in the config, {value!r} in {path}"
+    trainer = path.split(os.sep)[-2]
+    cls = TRAINER_REGISTRY.get(trainer)
+    check_values(cfg, trains=cls.training_free is not True, epoch_loop=getattr(cls, "epoch_loop", True))
+    check_trainer_keys(cfg, trainer, cls, TRAINER_REGISTRY)  # sets no other trainer's keys
 
 
 @pytest.mark.parametrize("dataset", sorted(method_rules.TIP_ADAPTER))

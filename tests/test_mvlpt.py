@@ -251,12 +251,15 @@ def test_multitask_source_then_target_transfer(assets, tmp_path, kind):
 
 def test_source_run_over_the_11_coop_replicas(assets, tmp_path):
     out = tmp_path / "out"
-    trainer = run_train(*mvlpt_args(assets, out, "CoOp", ",".join(COOP_11), shots=1), "OPTIM.MAX_EPOCH", 1)
+    # the workflow's setting: ImageNet's val split is its test split, selected on by best_val on purpose
+    trainer = run_train(*mvlpt_args(assets, out, "CoOp", ",".join(COOP_11), shots=1), "OPTIM.MAX_EPOCH", 1,
+                        "TEST.ALLOW_VAL_IS_TEST", True)
     assert trainer.dm.dataset.task_names == COOP_11
     assert trainer.num_classes == sum(b - a for a, b in trainer.dm.dataset.task_ranges)
     text = (out / "log.txt").read_text()
     assert all(f"=> result on {name}" in text for name in COOP_11)
     assert "=> average over 11 tasks" in text
+    assert "WARNING: TEST.FINAL_MODEL is best_val and task ImageNet's val split is its test split" in text
 
 
 def test_union_label_space_when_not_per_task(assets, tmp_path):

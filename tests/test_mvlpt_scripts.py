@@ -51,6 +51,7 @@ def test_source_commands_follow_the_original_per_kind(tmp_path, kind, vpt, coop,
     assert opt(c, "--config-file") == "configs/trainers/MVLPT/vit_b16.yaml"
     assert opt(c, "TRAINER.MVLPT.VPT.N_CTX") == vpt and opt(c, "TRAINER.MVLPT.COOP.N_CTX") == coop
     assert opt(c, "TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION") == "middle" and opt(c, "TEST.FINAL_MODEL") == "best_val"
+    assert opt(c, "TEST.ALLOW_VAL_IS_TEST") == "True"  # ImageNet's val is its test split: selected on it on purpose
     assert ("TRAINER.CUT_CONTEXTLEN" in c) == cut
     assert opt(c, "--output-dir") == (f"{tmp_path}/{SOURCES_11}/MVLPT/{kind}/vit_b16_5shots/"
                                       f"nctx{nctx}_cscFalse_ctpmiddle/seed1")

@@ -109,14 +109,42 @@ def test_parse_prefers_newest_log_of_a_resumed_run(tmp_path):
     assert path.endswith("log.txt-2026-01-02-10-00-00") and result["accuracy"] == 61.0
 
 
+def config_yaml(dataset, shots=16, base="none", seed=1):
+    return (f"DATASET:\n  NAME: {dataset}\n  NUM_SHOTS: {shots}\n  ROOT: /data\nOUTPUT_DIR: out/{dataset}\n"
+            f"SEED: {seed}\nTRAINER:\n  NAME: TaskRes\n  TaskRes:\n    ENHANCED_BASE: {base}\n"
+            "    RESIDUAL_SCALE: 0.5\n")
+
+
 def test_parse_multi_exp(tmp_path):
+    """Experiments of one setting (here: two datasets) are averaged, as CoOp's parser does."""
     for exp, accs in (("exp-1", (60.0, 62.0)), ("exp-2", (70.0, 72.0))):
         for seed, acc in enumerate(accs, start=1):
             write(str(tmp_path / exp / f"seed{seed}" / "log.txt"), train_log(acc))
+            write(str(tmp_path / exp / f"seed{seed}" / "config.yaml"), config_yaml(exp, seed=seed))
     proc = run_parser(str(tmp_path), "--multi-exp")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-4:] == [
         "Average performance", "* accuracy: 66.00%", "* error: 34.00%", "* macro_f1: 65.00%"]
+
+
+def test_parse_multi_exp_never_averages_different_settings(tmp_path):
+    """Regular and enhanced bases, 1 and 2 shots: four settings, four averages, no single number."""
+    runs = {"regular_1shots": (1, "none", 50.0), "regular_2shots": (2, "none", 60.0),
+            "enhanced_1shots": (1, "strong_base/OxfordPets/rn50_1shots/model.pth.tar", 70.0),
+            "enhanced_2shots": (2, "strong_base/OxfordPets/rn50_2shots/model.pth.tar", 80.0)}
+    for exp, (shots, base, acc) in runs.items():
+        for seed in (1, 2):
+            write(str(tmp_path / exp / f"seed{seed}" / "log.txt"), train_log(acc + seed))
+            write(str(tmp_path / exp / f"seed{seed}" / "config.yaml"), config_yaml("OxfordPets", shots, base, seed))
+    write(str(tmp_path / "coop_run" / "seed1" / "log.txt"), train_log(10.0))  # no config.yaml: its own setting
+    proc = run_parser(str(tmp_path), "--multi-exp")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "5 different settings among the experiments: each is averaged on its own, never together" in out
+    for exp, (_, _, acc) in sorted(runs.items()):
+        assert f"Average performance of {exp}\n* accuracy: {acc + 1.5:.2f}%" in out
+    assert "Average performance of coop_run\n* accuracy: 10.00%" in out
+    assert "\nAverage performance\n" not in out
 
 
 def test_parse_missing_directory_says_so(tmp_path):

@@ -540,3 +540,19 @@ def test_non_default_views_are_named_in_the_run_folder(tmp_path):
     # DG evaluation finds the checkpoints of the run that trained with that V.
     cmds = dry_run("test_dg.sh", "--seeds", "1", "--", "FEATURE_CACHE.TRAIN_VIEWS", str(other), env=env)
     assert cmds and all(f"_views{other}_16shots/seed1" in c["--model-dir"] for c in cmds)
+
+
+def test_taskres_opts_after_dashes_reach_only_the_taskres_runs(tmp_path):
+    """StrongBase (and ZeroshotCLIP) do not read TRAINER.TaskRes.*, and train.py refuses another
+    trainer's key: the workflow passes those pairs to the TaskRes runs only, the rest to all."""
+    cmds = dry_run("train_enhance.sh", "--datasets", "dtd", "--shots", "2", "--seeds", "1", "--",
+                   "TRAINER.TaskRes.PREC", "fp32", "OPTIM.MAX_EPOCH", "2",
+                   env={"OUTPUT": str(tmp_path / "out"), "STRONG_BASE": str(tmp_path / "sb")})
+    by_trainer = {}
+    for c in cmds:
+        by_trainer.setdefault(c["--trainer"], []).append(c)
+    assert set(by_trainer) == {"StrongBase", "TaskRes"}
+    for c in by_trainer["StrongBase"]:
+        assert "TRAINER.TaskRes.PREC" not in c.opts and c.opts["OPTIM.MAX_EPOCH"] == "2"
+    for c in by_trainer["TaskRes"]:
+        assert c.opts["TRAINER.TaskRes.PREC"] == "fp32" and c.opts["OPTIM.MAX_EPOCH"] == "2"

@@ -1,6 +1,7 @@
 """engine.data.transforms: Dassl's train/test pipelines and the feature-cache signature."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -56,10 +57,27 @@ def test_taskres_test_pipeline():
 
 
 @pytest.mark.parametrize("is_train", [True, False])
-def test_output_shape(is_train):
-    img = Image.new("RGB", (300, 200), color=(10, 200, 30))
-    out = build_transform(taskres_cfg(), is_train=is_train)(img)
+def test_output_is_the_normalised_image_resized_and_cropped(is_train):
+    """A 300x200 image whose red rises left to right, green constant, blue 0: the output has the
+    model's size, un-normalises to the source's constant channels, and keeps the red ramp's order
+    (flipped or not in training; centred, unflipped at test time)."""
+    width, height = 300, 200
+    red = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
+    arr = np.stack([red, np.full_like(red, 200), np.zeros_like(red)], axis=-1)
+    torch.manual_seed(0)
+    out = build_transform(taskres_cfg(), is_train=is_train)(Image.fromarray(arr))
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+    pixels = out * torch.tensor(CLIP_STD)[:, None, None] + torch.tensor(CLIP_MEAN)[:, None, None]
+    torch.testing.assert_close(pixels[1], torch.full((224, 224), 200 / 255), rtol=0, atol=1e-5)
+    torch.testing.assert_close(pixels[2], torch.zeros(224, 224), rtol=0, atol=1e-5)
+    row = pixels[0].mean(dim=0)  # red along the width, rows averaged
+    steps = row[1:] - row[:-1]
+    assert (steps >= -1e-3).all() or (steps <= 1e-3).all()  # a crop of a ramp, maybe mirrored
+    assert (row.max() - row.min()).item() > 0.05  # the ramp is still there
+    if not is_train:  # resize to 336x224, centre crop: columns 56..279 of the resized ramp
+        assert (steps >= -1e-3).all()
+        assert row[112].item() == pytest.approx(0.5, abs=0.01)  # the middle stays the middle
+        assert row[0].item() == pytest.approx(56 / 335, abs=0.01) and row[-1].item() == pytest.approx(279 / 335, abs=0.01)
 
 
 def test_normalisation_values():

@@ -76,6 +76,11 @@ def load_trainer_dirs(dirs):
     return loaded
 
 
+def config_modules():
+    """The loaded trainer modules, in the order their ``extend_cfg`` runs (engine.checks reads them)."""
+    return list(_modules.values())
+
+
 def extend_cfg(cfg, trainer=None):
     """Add every loaded trainer module's config keys (its ``extend_cfg(cfg)``) to a default config.
 

@@ -96,7 +96,9 @@ class FrozenCLIPTrainer(TrainerX):
         register_trainable()            # trainable_modules(): optimiser + LR schedule from OPTIM
         swap_loaders()                  # image loaders -> feature loaders (FEATURE_CACHE.ENABLED)
 
-    Adding a method that trains on cached features (the whole method, ~30 lines)::
+    Adding a method that trains on cached features (the whole method, ~20 lines; it also trains end
+    to end with FEATURE_CACHE.ENABLED False, since the default ``forward_backward`` encodes images
+    before the head)::
 
         class TunedRows(nn.Module):  # the head: zero-shot classifier rows, tuned
             def __init__(self, text_features, logit_scale):
@@ -116,19 +118,10 @@ class FrozenCLIPTrainer(TrainerX):
             def trainable_modules(self):
                 return {"head": self.model}       # checkpoints in <OUTPUT_DIR>/head/
 
-            def forward_backward(self, batch):
-                inputs, label = self.parse_batch_train(batch)
-                output = self.model(self.image_features(inputs))
-                loss = F.cross_entropy(output, label)
-                self.model_backward_and_update(loss)
-                if self.batch_idx + 1 == self.num_batches:
-                    self.update_lr()                # Dassl: the trainer steps the LR at its last batch
-                return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-
-    with its config group (``TRAINER.RowTuning.PREC``) added by a module-level ``extend_cfg(cfg)``. Evaluation,
-    checkpoints, resume and the cache come from the base: ``model_inference`` is
-    ``self.model(self.image_features(inputs))``. Other features a method needs (Tip-Adapter's
-    cache keys, a linear probe's training set) come from ``self.feature_source.features(split,
+    with its config group (``TRAINER.RowTuning.PREC``) added by a module-level ``extend_cfg(cfg)``. The step,
+    evaluation, checkpoints, resume and the cache come from the base: ``forward_backward`` is cross-entropy
+    on ``self.model(self.image_features(inputs))`` (override it for another loss), the forward that
+    ``model_inference`` runs too. Other features a method needs (Tip-Adapter's cache keys, a linear probe's training set) come from ``self.feature_source.features(split,
     views)``. A method that trains nothing sets ``training_free = True`` (no training views are
     encoded) and overrides ``train``.
     """
@@ -147,15 +140,17 @@ class FrozenCLIPTrainer(TrainerX):
         logger.info("torch CPU threads: %d (FEATURE_CACHE.NUM_THREADS %d; %d cores)",
                     torch.get_num_threads(), num_threads, os.cpu_count() or 1)
 
-    def check_cfg(self, cfg):
-        """Found before data or CLIP load: a missing backbone, a PREC typo."""
-        super().check_cfg(cfg)
+    def base_check_cfg(self, cfg):
+        """Found before data or CLIP load, for every frozen-CLIP trainer whatever its ``check_cfg``
+        does (see ``SimpleTrainer.run_config_checks``): a missing backbone, a PREC typo."""
         if not cfg.MODEL.BACKBONE.NAME:
             raise ConfigError("No CLIP backbone given: pass --backbone (RN50, ViT-B/16, ... or a weights file) "
                               "or set MODEL.BACKBONE.NAME in the config file.")
-        prec = self.trainer_cfg().get("PREC", "fp16")
+        group = self.trainer_cfg()
+        prec = group.get("PREC", "fp16")
         if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{cfg.TRAINER.NAME}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
+            name = next((k for k, v in cfg.TRAINER.items() if v is group), cfg.TRAINER.NAME)  # e.g. CLIP_ADAPTER
+            raise ConfigError(f"TRAINER.{name}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}.")
 
     def precision(self):
         """The PREC of this trainer's config group (fp16 when it has none); fp16 becomes fp32 on CPU."""
@@ -279,13 +274,14 @@ class FrozenCLIPTrainer(TrainerX):
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
 
     def forward_backward(self, batch):
-        """Cross-entropy on ``self.model(inputs)`` (TaskRes, CLIP-Adapter, CoOp, CoCoOp): for models whose
-        forward takes images or cached features alike; a features-only head overrides it (see above).
+        """Cross-entropy on ``self.model(self.image_features(inputs))`` (TaskRes, CLIP-Adapter, CoOp, CoCoOp,
+        and any method that implements only ``build_head``): images are encoded first in end-to-end mode
+        (FEATURE_CACHE.ENABLED False), so the head always gets features, as in ``model_inference``.
         The accuracy is reported too (CoCoOp's original reports the loss only; it costs nothing)."""
         inputs, label = self.parse_batch_train(batch)
 
         def loss_fn():
-            output = self.model(inputs)
+            output = self.model(self.image_features(inputs))
             return F.cross_entropy(output.float(), label), output
 
         loss, output = self.step(loss_fn)

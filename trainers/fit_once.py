@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 class FitOnceTrainer(FrozenCLIPTrainer):
     """Subclasses implement ``fit()`` (set their registered model's state) and ``model_inference``."""
 
+    epoch_loop = False  # one fit, no epochs: OPTIM.MAX_EPOCH is not checked as a training length
+
     def fit(self):
         raise NotImplementedError
 

@@ -39,6 +39,7 @@ from yacs.config import CfgNode as CN
 import clip
 from clip.model import Transformer, VisionTransformer
 from engine import TRAINER_REGISTRY
+from engine.config import unused_key
 from engine.data.multitask import (
     MultiTaskClassification, OriginalLinesClassification, own_task_logits, use_multitask_data, wants_multitask_data)
 from engine.elevater_metrics import elevater_metric
@@ -63,7 +64,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.MVLPT.PROJECT_DIM = 128  # UPT: the shared prompt's width
     cfg.TRAINER.MVLPT.VPT = CN()
     cfg.TRAINER.MVLPT.VPT.N_CTX = 0  # visual prompt tokens
-    cfg.TRAINER.MVLPT.VPT.CSC = False  # unused by the original too (accepted for its configs)
+    cfg.TRAINER.MVLPT.VPT.CSC = False  # unused by the original too (its default is accepted)
     cfg.TRAINER.MVLPT.VPT.CTX_INIT = ""  # the original supports no initial words for VPT
     cfg.TRAINER.MVLPT.VPT.DROPOUT = 0.0
     cfg.TRAINER.MVLPT.VPT.PROJECT = -1  # > -1: learn tokens of this width, projected to the ViT's
@@ -77,6 +78,9 @@ def extend_cfg(cfg):
     cfg.TRAINER.MVLPT.COCOOP.N_CTX = 0
     cfg.TRAINER.MVLPT.COCOOP.CTX_INIT = ""
     cfg.TRAINER.MVLPT.COCOOP.PREC = "fp16"  # the meta-net's precision follows the model's here
+    # the original defines these two and never reads them: a value other than the default is refused
+    unused_key("TRAINER.MVLPT.VPT.CSC", False, "the original MVLPT defines it but never reads it")
+    unused_key("TRAINER.MVLPT.COCOOP.PREC", "fp16", "the meta-net's precision follows TRAINER.MVLPT.PREC")
     cfg.TRAINER.CUT_CONTEXTLEN = False  # text prompts only as long as the longest (memory)
     cfg.TRAINER.ACT_CKPT = 1  # activation-checkpoint chunks of the text encoder (memory)
 

@@ -131,8 +131,11 @@ class DatasetBase:
             output.setdefault(item.domain, []).append(item)
         return output
 
-    def generate_fewshot_dataset(self, *data_sources, num_shots=-1, repeat=False, rng=None):
-        """Dassl's sampler: K items per label via ``rng.sample`` (``random`` module by default)."""
+    def generate_fewshot_dataset(self, *data_sources, num_shots=-1, repeat=False, rng=None, split=None):
+        """Dassl's sampler: K items per label via ``rng.sample`` (``random`` module by default).
+
+        ``split`` ("train" or "val", ours) only names the draw in the warning about short classes:
+        the val draw takes min(NUM_SHOTS, 4) per class, so its warning must not read as NUM_SHOTS's."""
         if num_shots < 1:
             return data_sources[0] if len(data_sources) == 1 else data_sources
         rng = rng or random
@@ -150,8 +153,15 @@ class DatasetBase:
                     sampled = items
                 dataset.extend(sampled)
             if short:
-                logger.warning("%d classes have fewer than NUM_SHOTS=%d images, all of theirs are used: %s%s",
-                               len(short), num_shots, ", ".join(short[:5]), " ..." if len(short) > 5 else "")
+                listed = ", ".join(short[:5]) + (" ..." if len(short) > 5 else "")
+                if split == "val":
+                    logger.warning("The few-shot val draw takes min(NUM_SHOTS, 4) = %d images per class, but %d "
+                                   "classes have fewer in the val split, so all of theirs are used: %s (the train "
+                                   "draw is not affected)", num_shots, len(short), listed)
+                else:
+                    where = " training" if split == "train" else ""
+                    logger.warning("%d classes have fewer than NUM_SHOTS=%d%s images, all of theirs are used: %s",
+                                   len(short), num_shots, where, listed)
             output.append(dataset)
         return output[0] if len(output) == 1 else output
 
@@ -182,8 +192,8 @@ class DatasetBase:
             return cached
         rng = random.Random(seed) if seed is not None and seed >= 0 else random.Random()
         logger.info("Creating a %d-shot dataset (seed %s)", num_shots, seed)
-        train = self.generate_fewshot_dataset(train, num_shots=num_shots, rng=rng)
-        val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4), rng=rng) if val else val
+        train = self.generate_fewshot_dataset(train, num_shots=num_shots, rng=rng, split="train")
+        val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4), rng=rng, split="val") if val else val
         payload = {
             "source": source_id,
             "num_shots": num_shots,

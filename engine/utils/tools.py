@@ -20,6 +20,7 @@ __all__ = [
     "write_json",
     "set_random_seed",
     "read_image",
+    "to_rgb",
     "listdir_nohidden",
     "count_num_param",
     "collect_env_info",
@@ -89,9 +90,41 @@ def read_image(path):
         raise DataError(f"Image not found: {path}; check DATASET.ROOT and the dataset's split file.")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")  # convert() loads the pixels, so the file can be closed
+            return to_rgb(img, path)  # converting loads the pixels, so the file can be closed
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"Cannot read image {path} ({e}); the file is corrupt or not an image: replace or remove it.") from e
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(img, path="image"):
+    """An 8-bit RGB ``PIL.Image`` of any mode, as ``convert("RGB")`` gives for 8-bit files.
+
+    ``convert("RGB")`` clips high-bit-depth grey to 0..255 (a 16-bit PNG becomes almost all
+    white), so those are rescaled to the 8-bit range first: 16-bit grey (``I;16*``, and ``I``,
+    Pillow's 32-bit integer mode, with values in 0..65535) by 255/65535, which maps a 16-bit value
+    ``257 * x`` back to ``x``; float grey (``F``) with values in [0, 1] by 255. Other ranges are
+    ambiguous and raise DataError. Palette images with transparency go through RGBA (Pillow's own
+    advice), 8-bit modes (L, LA, P, RGBA, CMYK, YCbCr, 1) are Pillow's ``convert("RGB")``.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        full = 1.0 if mode == "F" else 65535.0
+        if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= full):
+            kind = "float" if mode == "F" else "32-bit integer"
+            expected = "[0, 1]" if mode == "F" else "0..65535"
+            raise DataError(f"Image {path} is {kind} grey (mode {mode}) with values {low:g}..{high:g}, outside "
+                            f"{expected}, so its 8-bit brightness is ambiguous; convert it to an 8- or 16-bit file.")
+        grey = np.rint(values * (255.0 / full)).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
 
 
 def collect_env_info():

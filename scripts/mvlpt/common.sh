@@ -66,8 +66,10 @@ mv_setting() {  # the original's nctx<N>_csc<CSC>_ctp<CTP> with the values its s
 # The config opts of a prompt kind, as the original scripts pass them, into the array MV_OPTS.
 mv_kind_opts() {
     local kind=$1 nctx=$2
+    # best_val as the original selects; ImageNet's val split is its test split (as in CoOp), so the
+    # selection sees test images: allowed on purpose, and each run's log.txt warns about it
     MV_OPTS=(TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION middle TRAINER.MVLPT.COOP.CSC False
-             TEST.NO_TEST False TEST.FINAL_MODEL best_val)
+             TEST.NO_TEST False TEST.FINAL_MODEL best_val TEST.ALLOW_VAL_IS_TEST True)
     case "$kind" in
         COCOOP) MV_OPTS=(TRAINER.MVLPT.COCOOP.N_CTX "$nctx" TEST.NO_TEST False TEST.FINAL_MODEL best_val) ;;
         UPT) MV_OPTS+=(TRAINER.MVLPT.VPT.N_CTX "$nctx" TRAINER.MVLPT.COOP.N_CTX "$nctx" TRAINER.CUT_CONTEXTLEN True) ;;

@@ -157,6 +157,17 @@ tr_views_suffix() {
     done
 }
 
+# The -- opts without TRAINER.TaskRes.* pairs, into the array OTHER_OPTS: for the StrongBase and
+# ZeroshotCLIP runs of a workflow, which do not read TaskRes's keys (train.py refuses them there).
+tr_other_trainer_opts() {
+    local i
+    OTHER_OPTS=()
+    for ((i = 0; i + 1 < ${#EXTRA_OPTS[@]}; i += 2)); do
+        [[ "${EXTRA_OPTS[i]}" == TRAINER.TaskRes.* ]] && continue
+        OTHER_OPTS+=("${EXTRA_OPTS[i]}" "${EXTRA_OPTS[i + 1]}")
+    done
+}
+
 # Folder name of a TaskRes run; it names every varied setting so runs never collide.
 tr_run_name() {
     local cfg=$1 tag=$2 base=$3 alpha=$4 shots=$5
@@ -524,6 +535,7 @@ tr_strong_base() {
     dir="$OUTPUT/$dataset/StrongBase/$(tr_backbone_tag "$backbone")_${shots}shots/seed1"
     local sb_opts=()
     [[ -n "$STRONG_BASE_OPTS" ]] && read -r -a sb_opts <<<"$STRONG_BASE_OPTS"
+    tr_other_trainer_opts
     tr_exec "StrongBase $dataset ${shots}-shot -> $file" \
         "$PY" train.py \
         --root "$DATA" \
@@ -535,7 +547,7 @@ tr_strong_base() {
         --backbone "$backbone" \
         DATASET.NUM_SHOTS "$shots" \
         STRONG_BASE.ROOT "$STRONG_BASE_ROOT" \
-        ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} \
+        ${OTHER_OPTS[@]+"${OTHER_OPTS[@]}"} \
         ${sb_opts[@]+"${sb_opts[@]}"} || return 1
     if ((!DRY_RUN)) && ! tr_queued && [[ ! -f "$file" ]]; then
         tr_fail "StrongBase $dataset ${shots}-shot finished but did not write $file"
@@ -587,6 +599,7 @@ tr_zeroshot_run() {
     cfg_file=$(tr_cfg_file configs/trainers/TaskRes "$cfg")
     backbone=$(tr_backbone_for "$cfg_file")
     dir="$OUTPUT/$dataset/ZeroshotCLIP/$(tr_backbone_tag "$backbone")"
+    tr_other_trainer_opts
     if tr_finished "$dir"; then
         tr_log "skip (finished): $dir"
         return 0
@@ -600,7 +613,7 @@ tr_zeroshot_run() {
         --output-dir "$dir" \
         --backbone "$backbone" \
         --eval-only \
-        ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"} || true
+        ${OTHER_OPTS[@]+"${OTHER_OPTS[@]}"} || true
 }
 
 # Report the failed runs and exit: 0 when all succeeded, 1 otherwise.
