@@ -1,0 +1,76 @@
+#!/bin/bash
+# Parity of our MaPLe, PromptSRC and CLIP-LoRA with their original repositories, on the same inputs:
+# the same tiny OpenAI-format CLIP (ViT-B/16 widths, 3 layers, 32 px), the same Fashion-MNIST images
+# laid out as EuroSAT (one copy per side), the same seed, deterministic mode (--transforms normalize,
+# one full batch per epoch) and one shared initial prompt state (MODEL.INIT_WEIGHTS, both sides).
+# Needs the originals prepared by scripts/parity/setup_originals.sh; not run by the tests (minutes).
+#
+#   bash scripts/parity/tower_methods.sh [maple] [promptsrc] [cliplora]     (default: all three)
+#
+# Env: ORIG (default /tmp/maple-orig, from setup_originals.sh), WORK (default /tmp/tower-parity).
+# Prints, per method: both sides' accuracy, max|ours - orig| / max|orig - init| per learnt tensor,
+# and each side's accuracy on the other's checkpoint.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+ORIG=${ORIG:-/tmp/maple-orig}
+WORK=${WORK:-/tmp/tower-parity}
+PY=${PY:-/work/main/.venv/bin/python}
+OPY=$ORIG/venv/bin/python
+METHODS=${*:-maple promptsrc cliplora}
+mkdir -p "$WORK"
+cd "$HERE"
+[ -f "$WORK/tiny_b16.pt" ] || $PY scripts/parity/make_inputs.py "$WORK" --layers 3
+export TINY_CLIP=$WORK/tiny_b16.pt
+
+fresh_data() {  # one untouched copy of the images per run (each side writes split_fewshot/ itself)
+    rm -rf "$WORK/$1"
+    cp -r "$WORK/data_ours" "$WORK/$1"
+    rm -rf "$WORK/$1/eurosat/split_fewshot"
+}
+acc() { grep -o '\* accuracy: [0-9.]*%' "$1" | tail -1; }
+
+# The tiny run, the same on both sides: 2 shots x 10 classes = one batch of 20, 2 epochs, LR x10 of the
+# published so that the context moves well above float noise.
+COMMON=(DATASET.NUM_SHOTS 2 DATALOADER.TRAIN_X.BATCH_SIZE 20 DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 2
+        INPUT.SIZE "(32, 32)")
+
+FLAGS=()  # train.py flags of the next run (before the opts: argparse's REMAINDER takes all after them)
+run_ours() {  # trainer config out data opts...
+    local trainer=$1 config=$2 out=$3 data=$4; shift 4
+    $PY train.py --root "$WORK/$data" --seed 1 --trainer "$trainer" --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file "$config" --transforms normalize --output-dir "$out" --backbone "$TINY_CLIP" "${FLAGS[@]}" \
+        "${COMMON[@]}" "$@" \
+        > "$out.log" 2>&1
+}
+run_orig() {  # repo trainer config out data opts...
+    local repo=$1 trainer=$2 config=$3 out=$4 data=$5; shift 5
+    (cd "$ORIG/$repo" && $OPY train.py --root "$WORK/$data" --seed 1 --trainer "$trainer" \
+        --dataset-config-file configs/datasets/eurosat.yaml --config-file "$config" --transforms normalize \
+        --output-dir "$out" "${FLAGS[@]}" "${COMMON[@]}" "$@" > "$out.log" 2>&1)
+}
+
+maple() {
+    local init=$WORK/init_maple.pth cfg=configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml
+    local opts=(OPTIM.LR 0.035 TRAINER.MAPLE.PROMPT_DEPTH 3 MODEL.INIT_WEIGHTS "$init")
+    $PY scripts/parity/tower_parity.py init maple "$init" --depth 3 --clip "$TINY_CLIP" > /dev/null
+    rm -rf "$WORK"/maple_*
+    fresh_data maple_d1; fresh_data maple_d2; fresh_data maple_d3
+    run_ours MaPLe "$cfg" "$WORK/maple_ours" maple_d1 "${opts[@]}" TRAINER.MAPLE.PREC fp32
+    run_orig maple_fp32 MaPLe "$cfg" "$WORK/maple_orig32" maple_d2 "${opts[@]}" TRAINER.MAPLE.PREC fp32
+    run_orig maple MaPLe "$cfg" "$WORK/maple_orig16" maple_d3 "${opts[@]}"  # its default fp16, on the CPU
+    echo "== MaPLe: accuracy ours $(acc "$WORK/maple_ours.log"), original fp32 $(acc "$WORK/maple_orig32.log"), original fp16 $(acc "$WORK/maple_orig16.log")"
+    local ck=MultiModalPromptLearner/model.pth.tar-2
+    echo "-- ours (fp32) vs the original at fp32 (P7)"
+    $PY scripts/parity/tower_parity.py compare "$init" "$WORK/maple_ours/$ck" "$WORK/maple_orig32/$ck"
+    echo "-- ours (fp32) vs the original unpatched (fp16 on the CPU)"
+    $PY scripts/parity/tower_parity.py compare "$init" "$WORK/maple_ours/$ck" "$WORK/maple_orig16/$ck" | tail -1
+    # checkpoints both ways
+    FLAGS=(--eval-only --model-dir "$WORK/maple_orig32" --load-epoch 2)
+    run_ours MaPLe "$cfg" "$WORK/maple_ours_evals_orig" maple_d1 "${opts[@]}" TRAINER.MAPLE.PREC fp32
+    FLAGS=(--eval-only --model-dir "$WORK/maple_ours" --load-epoch 2)
+    run_orig maple_fp32 MaPLe "$cfg" "$WORK/maple_orig_evals_ours" maple_d2 "${opts[@]}" TRAINER.MAPLE.PREC fp32
+    FLAGS=()
+    echo "== MaPLe checkpoints: ours on the original's $(acc "$WORK/maple_ours_evals_orig.log"), the original on ours $(acc "$WORK/maple_orig_evals_ours.log")"
+}
+
+for m in $METHODS; do "$m"; done

@@ -1,0 +1,250 @@
+"""The methods that change the image tower (trainers/maple.py, trainers/promptsrc.py, trainers/clip_lora.py), CPU.
+
+Invariants that could fail: MaPLe's shallow text side equals zero-shot CLIP's prompt, its deep prompts
+replace the slots of exactly the blocks they name (hand-unrolled forwards) and prompts beyond the
+layers are unused; training through train.py on a replica ends to end (no feature cache) with the
+original's checkpoint keys; an original checkpoint (with its frozen CLIP copy) loads; a run resumed
+from its epoch-1 checkpoint ends where the uninterrupted run ends; bad input is one sentence.
+Parity against the original repositories is scripts/parity/tower_methods.sh (needs them; not run here).
+"""
+import os
+import re
+import shutil
+
+import pytest
+import torch
+
+import clip
+from clip.model import CLIP
+from dataset_replicas import build_replica
+from engine.config import get_cfg_default
+from engine.errors import CheckpointError, ConfigError
+from engine.utils.checkpoint import load_checkpoint
+from helpers import ROOT, accuracies, run_train, tiny_clip
+from trainers import extend_cfg, maple
+
+CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
+
+
+def deep_clip(seed=0):
+    """3 layers per tower, vision width 96 != text width 64 (the widths come from the model)."""
+    torch.manual_seed(seed)
+    model = CLIP(32, 32, 3, 96, 16, 77, 49408, 64, 1, 3).float().eval()
+    with torch.no_grad():  # LayerNorms and biases off their constant init, so a slip shows
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "class_embedding" not in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def deep_clip_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "deep_vit.pt"
+    torch.save(deep_clip().state_dict(), path)
+    return str(path)
+
+
+def zero_shot_text(model, texts):
+    with torch.no_grad():
+        text = model.encode_text(clip.tokenize(texts))
+    return text / text.norm(dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------- MaPLe
+
+
+def maple_model(depth, n_ctx=2, ctx_init="a photo of a", model=None):
+    model = model or deep_clip()
+    learner = maple.MultiModalPromptLearner(CLASSNAMES, model, n_ctx, ctx_init, depth)
+    return model, maple.CustomCLIP(model, learner).eval()
+
+
+def test_maple_shallow_text_side_is_the_zero_shot_prompt():
+    """Depth 1, CTX_INIT's first 2 tokens as context: the prompt is "a photo of a <class>." exactly."""
+    model, custom = maple_model(depth=1)
+    assert len(custom.prompt_learner.compound_prompts_text) == 0
+    with torch.no_grad():
+        text = custom.text_features(custom.prompt_learner())
+    expected = zero_shot_text(model, [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
+    torch.testing.assert_close(text, expected, rtol=1e-5, atol=1e-5)
+    assert custom.prompt_learner.proj.weight.shape == (96, 64)  # text width -> vision width
+
+
+def test_maple_random_context_when_n_ctx_is_over_four():
+    """As the original: CTX_INIT is used only for N_CTX <= 4; else random context and "X X .. <class>."."""
+    _, custom = maple_model(depth=1, n_ctx=5)
+    learner = custom.prompt_learner
+    assert learner.ctx.shape == (5, 64)
+    tokens = clip.tokenize("X X X X X cat.")[0]
+    assert torch.equal(learner.tokenized_prompts[0], tokens)
+
+
+def _vit_by_hand(visual, images, shallow, deep):
+    x = visual.conv1(images).flatten(2).permute(0, 2, 1)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    n = shallow.shape[0]
+    x = visual.ln_pre(torch.cat([x, shallow.expand(x.shape[0], -1, -1)], dim=1))  # appended, then ln_pre
+    for i, block in enumerate(visual.transformer.resblocks):
+        if 1 <= i <= len(deep):  # block i's prompt slots (the last n tokens) take deep[i - 1]
+            x = torch.cat([x[:, :-n], deep[i - 1].expand(x.shape[0], -1, -1)], dim=1)
+        x = block(x.permute(1, 0, 2)).permute(1, 0, 2)
+    return visual.ln_post(x[:, 0]) @ visual.proj
+
+
+def _text_by_hand(model, prompts, tokenized, deep):
+    x = prompts + model.positional_embedding  # all 77 positions (the forward cuts at the longest EOT)
+    n = deep[0].shape[0] if deep else 0
+    for i, block in enumerate(model.transformer.resblocks):
+        if 1 <= i <= len(deep):  # slots 1..n (after SOS) take deep[i - 1]
+            x = torch.cat([x[:, :1], deep[i - 1].expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+        x = block(x.permute(1, 0, 2)).permute(1, 0, 2)
+    x = model.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokenized.argmax(-1)] @ model.text_projection
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_maple_deep_prompts_replace_the_named_blocks_slots(depth):
+    model, custom = maple_model(depth)
+    learner = custom.prompt_learner
+    with torch.no_grad():
+        for p in learner.compound_prompt_projections.parameters():  # apart from their shared init
+            p.add_(0.05 * torch.randn_like(p))
+        torch.manual_seed(3)
+        images = torch.randn(3, 3, 32, 32)
+        prompts = learner()
+        text_prompts, visual, deep_text, deep_visual = prompts
+        assert len(deep_text) == len(deep_visual) == depth - 1 and visual.shape == (2, 96)
+        image = custom.image_features(images, prompts)
+        text = custom.text_features(prompts)
+        want_image = _vit_by_hand(model.visual, images, visual, deep_visual)
+        want_text = _text_by_hand(model, text_prompts, learner.tokenized_prompts, deep_text)
+    torch.testing.assert_close(image, want_image / want_image.norm(dim=-1, keepdim=True), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(text, want_text / want_text.norm(dim=-1, keepdim=True), rtol=1e-5, atol=1e-5)
+
+
+def test_maple_prompts_beyond_the_layers_change_nothing_and_the_others_do():
+    _, custom = maple_model(depth=5)  # 3 layers: deep prompts 0 and 1 are used, 2 and 3 are not
+    learner = custom.prompt_learner
+    torch.manual_seed(4)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        base = custom(images)
+        for j, used in ((0, True), (1, True), (2, False), (3, False)):
+            saved = learner.compound_prompts_text[j].clone()
+            learner.compound_prompts_text[j].add_(torch.randn_like(saved))
+            changed = custom(images)
+            learner.compound_prompts_text[j].copy_(saved)
+            assert ((changed - base).abs().max() > 1e-4) == used, f"deep prompt {j}"
+
+
+def test_maple_deep_projections_start_as_clones():
+    _, custom = maple_model(depth=4)
+    first, *rest = custom.prompt_learner.compound_prompt_projections
+    for layer in rest:
+        assert torch.equal(layer.weight, first.weight) and torch.equal(layer.bias, first.bias)
+
+
+def test_maple_config_group_and_protocol():
+    cfg = extend_cfg(get_cfg_default())
+    m = cfg.TRAINER.MAPLE
+    assert (m.N_CTX, m.CTX_INIT, m.PREC, m.PROMPT_DEPTH) == (2, "a photo of a", "fp16", 9)
+    p = maple.MaPLe.protocol
+    assert (p.label, p.end_to_end, p.evaluations) == ("MaPLe", True, ("base2new", "dg"))
+    for stem in (p.config("eurosat", 16, "vit_b16"), p.extra["dg_config"]):
+        assert os.path.isfile(os.path.join(ROOT, "configs", "trainers", "MaPLe", f"{stem}.yaml"))
+    with pytest.raises(ValueError, match="ViT-B/16 settings only"):
+        p.config("eurosat", 16, "rn50")
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    build_replica("EuroSAT", str(root))
+    return str(root)
+
+
+def maple_args(replica, clip_file, out, *opts, flags=()):
+    return ["--root", replica, "--seed", 1, "--trainer", "MaPLe", "--dataset-config-file",
+            os.path.join(ROOT, "configs/datasets/eurosat.yaml"), "--config-file",
+            os.path.join(ROOT, "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"), "--output-dir", out,
+            "--backbone", clip_file, *flags, "DATASET.NUM_SHOTS", 2, "INPUT.SIZE", "(32, 32)",
+            "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 1, "OPTIM.LR", 0.05, "TRAINER.MAPLE.PROMPT_DEPTH", 3,
+            *opts]
+
+
+MAPLE_KEYS = {"prompt_learner.ctx", "prompt_learner.proj.weight", "prompt_learner.proj.bias",
+              "prompt_learner.token_prefix", "prompt_learner.token_suffix",
+              *(f"prompt_learner.compound_prompts_text.{j}" for j in (0, 1)),
+              *(f"prompt_learner.compound_prompt_projections.{j}.{w}" for j in (0, 1) for w in ("weight", "bias"))}
+
+
+def test_maple_trains_end_to_end_through_train_py(replica, deep_clip_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = run_train(*maple_args(replica, deep_clip_file, out))
+    assert trainer.feature_store is None and trainer.prec == "fp32"
+    text = (out / "log.txt").read_text()
+    assert re.search(r"^WARNING: .*PREC fp16 needs a GPU; running in fp32 on the CPU$", text, re.M)  # published PREC
+    assert "Feature cache off: MaPLe's prompts enter the image encoder's blocks" in text
+    state = load_checkpoint(os.path.join(out, "MultiModalPromptLearner", "model.pth.tar-1"))["state_dict"]
+    assert set(state) == MAPLE_KEYS
+    start = maple_model(3, model=clip.load(deep_clip_file, device="cpu")[0].float())[1].prompt_learner.ctx
+    assert (state["prompt_learner.ctx"] - start).abs().max() > 1e-5  # it trained
+    assert len(accuracies(out / "log.txt")) == 1
+
+
+def test_maple_loads_an_original_checkpoint_with_its_frozen_clip_copy(replica, deep_clip_file, tmp_path):
+    out = tmp_path / "run"
+    trained = run_train(*maple_args(replica, deep_clip_file, out, "TRAINER.MAPLE.PREC", "fp32"))
+    folder = out / "MultiModalPromptLearner"
+    checkpoint = load_checkpoint(os.path.join(folder, "model.pth.tar-1"))
+    # the original saves the whole CustomCLIP: frozen image/text encoders and logit_scale too
+    full = dict(checkpoint["state_dict"])
+    full.update({f"image_encoder.{k}": v for k, v in trained.model.image_encoder.state_dict().items()})
+    full["text_encoder.ln_final.weight"] = trained.model.text_encoder.ln_final.weight
+    full["logit_scale"] = trained.model.logit_scale.detach()
+    orig = tmp_path / "orig" / "MultiModalPromptLearner"
+    orig.mkdir(parents=True)
+    torch.save(dict(checkpoint, state_dict=full), orig / "model.pth.tar-1")
+    evaluated = run_train(*maple_args(replica, deep_clip_file, tmp_path / "eval", "TRAINER.MAPLE.PREC", "fp32",
+                                      flags=("--eval-only", "--model-dir", tmp_path / "orig", "--load-epoch", 1)))
+    torch.testing.assert_close(evaluated.model.prompt_learner.ctx, trained.model.prompt_learner.ctx)
+    assert accuracies(tmp_path / "eval" / "log.txt") == accuracies(out / "log.txt")[-1:]
+
+    full["prompt_learner.extra_prompt"] = torch.zeros(2)  # a key neither side has
+    torch.save(dict(checkpoint, state_dict=full), orig / "model.pth.tar-1")
+    with pytest.raises(CheckpointError, match="unexpected prompt_learner.extra_prompt") as info:
+        run_train(*maple_args(replica, deep_clip_file, tmp_path / "eval2", "TRAINER.MAPLE.PREC", "fp32",
+                              flags=("--eval-only", "--model-dir", tmp_path / "orig", "--load-epoch", 1)))
+    assert "\n" not in str(info.value)
+
+
+def test_maple_resumes_from_its_epoch_1_checkpoint_to_the_same_end(replica, deep_clip_file, tmp_path):
+    opts = ("OPTIM.MAX_EPOCH", 2, "TRAIN.CHECKPOINT_FREQ", 1, "TRAINER.MAPLE.PREC", "fp32",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", 20)  # one full batch: no sampling order to replay
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_train(*maple_args(replica, deep_clip_file, full, *opts))
+    shutil.copytree(full, cut)
+    folder = cut / "MultiModalPromptLearner"
+    os.remove(folder / "model.pth.tar-2")
+    (folder / "checkpoint").write_text("model.pth.tar-1\n")
+    resumed = run_train(*maple_args(replica, deep_clip_file, cut, *opts))
+    assert resumed.start_epoch == 1
+    done = load_checkpoint(os.path.join(folder, "model.pth.tar-2"))["state_dict"]
+    reference = load_checkpoint(os.path.join(full, "MultiModalPromptLearner", "model.pth.tar-2"))["state_dict"]
+    for key in MAPLE_KEYS:
+        torch.testing.assert_close(done[key], reference[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (("TRAINER.MAPLE.PROMPT_DEPTH", 0), "TRAINER.MAPLE.PROMPT_DEPTH must be a whole number of at least 1"),
+    (("TRAINER.MAPLE.PREC", "fp8"), "TRAINER.MAPLE.PREC must be one of fp16, fp32, amp, got 'fp8'."),
+])
+def test_maple_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, opts, message):
+    with pytest.raises(ConfigError) as info:
+        run_train(*maple_args(replica, deep_clip_file, tmp_path / "bad", *opts))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_maple_on_a_resnet_is_one_sentence(replica, tmp_path):
+    with pytest.raises(ConfigError, match="MaPLe prompts the layers of a ViT"):
+        run_train(*maple_args(replica, tiny_clip(tmp_path, "resnet"), tmp_path / "bad"))
