@@ -21,7 +21,7 @@ from engine.config import get_cfg_default
 from engine.errors import CheckpointError, ConfigError
 from engine.utils.checkpoint import load_checkpoint
 from helpers import ROOT, accuracies, run_train, tiny_clip
-from trainers import extend_cfg, maple
+from trainers import clip_lora, extend_cfg, maple
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
 
@@ -248,3 +248,142 @@ def test_maple_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, opts
 def test_maple_on_a_resnet_is_one_sentence(replica, tmp_path):
     with pytest.raises(ConfigError, match="MaPLe prompts the layers of a ViT"):
         run_train(*maple_args(replica, tiny_clip(tmp_path, "resnet"), tmp_path / "bad"))
+
+
+# ------------------------------------------------------------------------------------ CLIP-LoRA
+
+
+def lora_cfg(**keys):
+    cfg = extend_cfg(get_cfg_default())
+    for key, value in keys.items():
+        cfg.TRAINER.CLIP_LORA[key] = value
+    return cfg.TRAINER.CLIP_LORA
+
+
+def test_lora_with_b_zero_is_zero_shot_exactly():
+    model = deep_clip()
+    reference = deep_clip()
+    layers = clip_lora.apply_lora(model, lora_cfg(PARAMS=["q", "k", "v", "o"]))
+    assert len(layers) == 6 and all(set(layer) == {"q_proj", "k_proj", "v_proj", "proj"} for layer in layers.values())
+    custom = clip_lora.CustomCLIP(model, CLASSNAMES, "both")
+    layers.train()  # dropout on: B = 0 still adds nothing
+    torch.manual_seed(5)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits = custom(images)
+        image = reference.encode_image(images)
+    image = image / image.norm(dim=-1, keepdim=True)
+    text = zero_shot_text(reference, [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
+    torch.testing.assert_close(logits, 100 * image @ text.t(), rtol=1e-5, atol=1e-4)
+
+
+def test_lora_attention_equals_the_merged_weights():
+    """W x + (alpha / sqrt(r)) B A x for q, k, v and the output projection: the attention with merged weights."""
+    torch.manual_seed(6)
+    base = torch.nn.MultiheadAttention(64, 2)
+    merged = torch.nn.MultiheadAttention(64, 2)
+    merged.load_state_dict(base.state_dict())
+    c = lora_cfg(R=4, ALPHA=3, DROPOUT_RATE=0.0, PARAMS=["q", "v", "o"])
+    loras = {p: clip_lora.LoRA(64, 64, c.R, c.ALPHA, 0.0) for p in c.PARAMS}
+    with torch.no_grad():
+        delta = {}
+        for p, m in loras.items():
+            m.w_lora_B.normal_(std=0.1)
+            delta[p] = 3 / 2 * m.w_lora_B @ m.w_lora_A  # scaling alpha / sqrt(r) = 3 / 2
+        merged.in_proj_weight[:64] += delta["q"]
+        merged.in_proj_weight[128:] += delta["v"]
+        merged.out_proj.weight += delta["o"]
+        x = torch.randn(7, 5, 64)
+        mask = torch.full((7, 7), float("-inf")).triu_(1)
+        got = clip_lora.LoRAAttention(base, loras)(x, x, x, need_weights=False, attn_mask=mask)[0]
+        want = merged(x, x, x, need_weights=False, attn_mask=mask)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_positions_are_the_originals_index_lists():
+    original_12 = {"bottom": [0, 1, 2, 3], "mid": [4, 5, 6, 7], "up": [8, 9, 10, 11], "half-up": [6, 7, 8, 9, 10, 11],
+                   "half-bottom": [0, 1, 2, 3, 4, 5], "all": list(range(12)), "top3": [9, 10, 11]}
+    for position, indices in original_12.items():
+        assert clip_lora.block_indices(position, 12) == indices
+    assert clip_lora.block_indices("half-up", 24) == list(range(12, 24))  # ViT-L/14's vision lists
+    assert clip_lora.block_indices("half-bottom", 24) == list(range(12))
+
+
+def lora_args(replica, clip_file, out, *opts, flags=()):
+    return ["--root", replica, "--seed", 1, "--trainer", "CLIP_LoRA", "--dataset-config-file",
+            os.path.join(ROOT, "configs/datasets/eurosat.yaml"), "--config-file",
+            os.path.join(ROOT, "configs/trainers/CLIP_LoRA/vit_b16.yaml"), "--output-dir", out,
+            "--backbone", clip_file, *flags, "DATASET.NUM_SHOTS", 2, "INPUT.SIZE", "(32, 32)",
+            "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TRAIN_X.BATCH_SIZE", 6, "TRAINER.CLIP_LORA.N_ITERS", 5,
+            "OPTIM.LR", 0.01, *opts]
+
+
+def test_lora_trains_n_iters_times_shots_iterations_end_to_end(replica, deep_clip_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = run_train(*lora_args(replica, deep_clip_file, out))
+    text = (out / "log.txt").read_text()
+    # 20 images, batches of 6 (the last partial one dropped): 3 per epoch; 5 x 2 shots = 10 = 3 + 3 + 3 + 1
+    assert "10 iterations (N_ITERS 5 x 2 shots) = 4 epochs of 3 batches" in text
+    assert "epoch [4/4] batch [1/1]" in text and "epoch [4/4] batch [2/" not in text
+    assert trainer.sched.last_epoch == 10 and trainer.feature_store is None
+    assert "Feature cache off: LoRA changes the text and image encoders" in text
+    assert re.search(r"^WARNING: .*PREC amp \(fp16 autocast\) needs a GPU; running in fp32 on the CPU$", text, re.M)
+    state = load_checkpoint(os.path.join(out, "lora", "model.pth.tar-4"))["state_dict"]
+    assert set(state) == {f"layer_{i}.{p}.w_lora_{m}" for i in range(6) for p in ("q_proj", "k_proj", "v_proj")
+                          for m in "AB"}
+    assert max(v.abs().max() for k, v in state.items() if k.endswith("B")) > 0  # B left zero: it trained
+    exported = torch.load(out / "lora_weights.pt", weights_only=False)  # the original's save_lora format
+    assert exported["metadata"] == {"r": 2, "alpha": 1, "encoder": "both", "params": ["q", "k", "v"], "position": "all"}
+    torch.testing.assert_close(exported["weights"]["layer_3"]["v_proj"]["w_lora_B"], state["layer_3.v_proj.w_lora_B"])
+
+    # the original's file evaluates here (a folder holding only lora_weights.pt), its metadata checked
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out / "lora_weights.pt", alone)
+    for name, flags in (("eval_orig", ("--model-dir", alone)), ("eval_ours", ("--model-dir", out, "--load-epoch", 4))):
+        evaluated = run_train(*lora_args(replica, deep_clip_file, tmp_path / name, flags=("--eval-only", *flags)))
+        assert accuracies(tmp_path / name / "log.txt") == accuracies(out / "log.txt")[-1:]
+        torch.testing.assert_close(evaluated.lora.state_dict()["layer_0.q_proj.w_lora_A"], state["layer_0.q_proj.w_lora_A"])
+    with pytest.raises(CheckpointError, match=r"trained with r 2, this run has TRAINER.CLIP_LORA.R 4") as info:
+        run_train(*lora_args(replica, deep_clip_file, tmp_path / "bad", "TRAINER.CLIP_LORA.R", 4,
+                             flags=("--eval-only", "--model-dir", alone)))
+    assert "\n" not in str(info.value)
+
+
+def test_lora_resumes_from_its_epoch_1_checkpoint_to_the_same_end(replica, deep_clip_file, tmp_path):
+    opts = ("TRAIN.CHECKPOINT_FREQ", 1, "DATALOADER.TRAIN_X.BATCH_SIZE", 20, "TRAINER.CLIP_LORA.N_ITERS", 1,
+            "TRAINER.CLIP_LORA.DROPOUT_RATE", 0.0)  # one full batch, 2 iterations = 2 epochs
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_train(*lora_args(replica, deep_clip_file, full, *opts))
+    shutil.copytree(full, cut)
+    os.remove(cut / "lora" / "model.pth.tar-2")
+    (cut / "lora" / "checkpoint").write_text("model.pth.tar-1\n")
+    resumed = run_train(*lora_args(replica, deep_clip_file, cut, *opts))
+    assert resumed.start_epoch == 1 and resumed.sched.last_epoch == 2
+    done = load_checkpoint(os.path.join(cut, "lora", "model.pth.tar-2"))["state_dict"]
+    reference = load_checkpoint(os.path.join(full, "lora", "model.pth.tar-2"))["state_dict"]
+    for key in reference:
+        torch.testing.assert_close(done[key], reference[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (("TRAINER.CLIP_LORA.ENCODER", "image"), "TRAINER.CLIP_LORA.ENCODER must be one of text, vision, both, got 'image'."),
+    (("TRAINER.CLIP_LORA.PARAMS", "['q', 'x']"), "TRAINER.CLIP_LORA.PARAMS must list some of q, k, v, o"),
+    (("TRAINER.CLIP_LORA.POSITION", "top"), "TRAINER.CLIP_LORA.POSITION must be one of bottom, mid, up"),
+])
+def test_lora_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, opts, message):
+    with pytest.raises(ConfigError) as info:
+        run_train(*lora_args(replica, deep_clip_file, tmp_path / "bad", *opts))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_lora_vision_on_a_resnet_is_one_sentence(replica, tmp_path):
+    with pytest.raises(ConfigError, match="CLIP-LoRA adapts a ViT's attention"):
+        run_train(*lora_args(replica, tiny_clip(tmp_path, "resnet"), tmp_path / "bad"))
+
+
+def test_lora_protocol():
+    p = clip_lora.CLIP_LoRA.protocol
+    assert (p.label, p.end_to_end, p.evaluations) == ("CLIP-LoRA", True, ())
+    for family in ("vit_b16", "vit_b32", "vit_l14"):
+        assert os.path.isfile(os.path.join(ROOT, "configs", "trainers", "CLIP_LoRA", f"{p.config('dtd', 4, family)}.yaml"))

@@ -19,12 +19,17 @@
 #   P5 clip._download(url) returns $TINY_CLIP (no download; the tiny OpenAI-format file instead).
 #   P6 CLIP-LoRA only: its random train augmentation is replaced by its test `preprocess` (the
 #      deterministic mode of the comparison; Dassl-based repos get it from `--transforms normalize`).
+#   P8 CLIP-LoRA only: after apply_lora, the LoRA matrices are copied from $LORA_INIT when it is set
+#      (scripts/parity/patch_cliplora_init.py: the shared initialisation; ours reads it with MODEL.INIT_WEIGHTS).
+#   P9 CLIP-LoRA only: utils.cls_acc's float(<1-element array>) fails on numpy >= 2.x: .sum().item() instead
+#      (the same number).
 #   P7 a second copy of MaPLe, maple_fp32/, for a tight fp32 comparison only: its hard-coded `.half()`
 #      casts (proj.half(), the prompts' .half() in clip/model.py) follow the model's dtype instead; the
 #      original fails at PREC fp32 without it. The fp16 run uses the unpatched maple/ (P1-P5 only).
 set -euo pipefail
 DEST=${1:?scratch folder}
 MIRRORS=${2:-/work/.mirror}
+HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$DEST"
 cd "$DEST"
 
@@ -83,6 +88,10 @@ text = text[:start] + "train_tranform = preprocess" + text[end:]
 open(main, "w").write(text)
 EOF
 
+# P8
+python3 "$HERE/patch_cliplora_init.py" cliplora/lora.py
+# P9
+sed -i 's/.float().sum(0, keepdim=True).cpu().numpy())/.float().sum().item())/' cliplora/utils.py
 # P7
 rm -rf maple_fp32 && cp -r maple maple_fp32
 sed -i 's/self.proj.half()/self.proj.type(dtype)/' maple_fp32/trainers/maple.py

@@ -73,4 +73,37 @@ maple() {
     echo "== MaPLe checkpoints: ours on the original's $(acc "$WORK/maple_ours_evals_orig.log"), the original on ours $(acc "$WORK/maple_orig_evals_ours.log")"
 }
 
+cliplora() {
+    # CLIP-LoRA is not Dassl-based: its own main.py on the same files. 4 shots = every train image (its
+    # few-shot draw takes val before train, so the same seed draws other images than CoOp's order);
+    # DROPOUT 1e-9: the original's dropout-0 path backpropagates through the weight without the LoRA
+    # update (an in-place .data change after the forward), its default dropout > 0 path does not; a
+    # rate of 1e-9 takes that path and drops nothing in practice.
+    local init=$WORK/init_cliplora.pt cfg=configs/trainers/CLIP_LoRA/vit_b16.yaml
+    $PY scripts/parity/tower_parity.py init cliplora "$init" --clip "$TINY_CLIP" > /dev/null
+    rm -rf "$WORK"/cliplora_*
+    fresh_data cliplora_d1; fresh_data cliplora_d2
+    $PY train.py --root "$WORK/cliplora_d1" --seed 1 --trainer CLIP_LoRA --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file "$cfg" --transforms normalize --output-dir "$WORK/cliplora_ours" --backbone "$TINY_CLIP" \
+        DATASET.NUM_SHOTS 4 DATALOADER.TRAIN_X.BATCH_SIZE 40 DATALOADER.NUM_WORKERS 0 INPUT.SIZE "(32, 32)" \
+        OPTIM.LR 0.002 TRAINER.CLIP_LORA.N_ITERS 1 TRAINER.CLIP_LORA.DROPOUT_RATE 1e-9 MODEL.INIT_WEIGHTS "$init" \
+        > "$WORK/cliplora_ours.log" 2>&1
+    local orig_args=(--root_path "$WORK/cliplora_d2" --dataset eurosat --shots 4 --backbone ViT-B/16 --dropout_rate 1e-9
+                     --seed 1)
+    (cd "$ORIG/cliplora" && LORA_INIT=$init $OPY main.py "${orig_args[@]}" --lr 0.002 --n_iters 1 --batch_size 40 \
+        --save_path "$WORK/cliplora_orig" > "$WORK/cliplora_orig.log" 2>&1)
+    local orig_file=$WORK/cliplora_orig/vitb16/eurosat/4shots/seed1
+    echo "== CLIP-LoRA: accuracy ours $(acc "$WORK/cliplora_ours.log"), original $(grep -o 'Final test accuracy: [0-9.]*' "$WORK/cliplora_orig.log")"
+    $PY scripts/parity/tower_parity.py compare-lora "$WORK/cliplora_ours/lora/model.pth.tar-4" "$orig_file/lora_weights.pt" \
+        --init "$init"
+    FLAGS=(--eval-only --model-dir "$orig_file")
+    run_ours CLIP_LoRA "$cfg" "$WORK/cliplora_ours_evals_orig" cliplora_d1 DATASET.NUM_SHOTS 4 TRAINER.CLIP_LORA.DROPOUT_RATE 1e-9
+    FLAGS=()
+    mkdir -p "$WORK/cliplora_ours_as_orig/vitb16/eurosat/4shots/seed1"
+    cp "$WORK/cliplora_ours/lora_weights.pt" "$WORK/cliplora_ours_as_orig/vitb16/eurosat/4shots/seed1/"
+    (cd "$ORIG/cliplora" && $OPY main.py "${orig_args[@]}" --save_path "$WORK/cliplora_ours_as_orig" --eval_only \
+        > "$WORK/cliplora_orig_evals_ours.log" 2>&1)
+    echo "== CLIP-LoRA checkpoints: ours on the original's $(acc "$WORK/cliplora_ours_evals_orig.log"), the original on ours $(grep -o 'Test accuracy: [0-9.]*' "$WORK/cliplora_orig_evals_ours.log")"
+}
+
 for m in $METHODS; do "$m"; done
