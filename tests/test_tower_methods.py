@@ -21,7 +21,7 @@ from engine.config import get_cfg_default
 from engine.errors import CheckpointError, ConfigError
 from engine.utils.checkpoint import load_checkpoint
 from helpers import ROOT, accuracies, run_train, tiny_clip
-from trainers import clip_lora, extend_cfg, maple
+from trainers import clip_lora, extend_cfg, maple, promptsrc
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
 
@@ -387,3 +387,141 @@ def test_lora_protocol():
     assert (p.label, p.end_to_end, p.evaluations) == ("CLIP-LoRA", True, ())
     for family in ("vit_b16", "vit_b32", "vit_l14"):
         assert os.path.isfile(os.path.join(ROOT, "configs", "trainers", "CLIP_LoRA", f"{p.config('dtd', 4, family)}.yaml"))
+
+
+# ------------------------------------------------------------------------------------ PromptSRC
+
+
+def promptsrc_cfg(**keys):
+    cfg = extend_cfg(get_cfg_default())
+    for key, value in keys.items():
+        cfg.TRAINER.PROMPTSRC[key] = value
+    return cfg.TRAINER.PROMPTSRC
+
+
+def promptsrc_model(model=None, **keys):
+    model = model or deep_clip()
+    p = promptsrc_cfg(**keys)
+    learner = promptsrc.VLPromptLearner(CLASSNAMES, model, p.N_CTX_TEXT, p.CTX_INIT)
+    prompts = promptsrc.Checkpointed(learner, model, p)
+    return model, promptsrc.CustomCLIP(model, prompts, promptsrc.template_features(model, CLASSNAMES)).eval()
+
+
+def test_promptsrc_gpa_weights_by_hand():
+    # 2 epochs around mean 2, std 1: densities e^-0.5 and 1, normalised
+    assert promptsrc.gpa_weights(2, 1, 2) == pytest.approx([0.377541, 0.622459], abs=1e-6)
+    # the published base-to-new setting (20 epochs, mean 15, std 1): the weights are (nearly) the unit
+    # Gaussian's density itself, epoch 15 gets 1 / sqrt(2 pi)
+    w = promptsrc.gpa_weights(15, 1, 20)
+    assert w[14] == pytest.approx(0.398942, abs=1e-6) and w[13] == w[15] == pytest.approx(0.241971, abs=1e-6)
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_promptsrc_scl_losses_vanish_where_they_should():
+    # no visual prompt: the prompted image features are zero-shot CLIP's, the image term is 0 exactly
+    model, custom = promptsrc_model(PROMPT_DEPTH_VISION=0, PROMPT_DEPTH_TEXT=1)
+    torch.manual_seed(8)
+    images, label = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        _, _, terms = custom.losses(images, label, 25, 10)
+        assert terms["scl_image"].item() == 0.0
+        assert terms["scl_text"].item() > 0  # "a photo of a <class>." is not the 60-template average
+        # with the ensemble replaced by the initial prompt's own features, every SCL term is 0: loss = CE
+        custom.fixed_embeddings.copy_(custom.text_features())
+        loss, logits, terms = custom.losses(images, label, 25, 10)
+    assert terms["scl_text"].item() == pytest.approx(0.0, abs=1e-7)
+    assert terms["scl_logits"].item() == pytest.approx(0.0, abs=1e-7)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, label).item(), abs=1e-6)
+    # the text side at depth 1, CTX_INIT's 4 tokens as context: the zero-shot prompt exactly
+    expected = zero_shot_text(model, [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
+    torch.testing.assert_close(custom.text_features(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_promptsrc_template_ensemble_is_the_originals_60():
+    assert len(promptsrc.IMAGENET_TEMPLATES) == 60 and promptsrc.IMAGENET_TEMPLATES[-1] == "itap of the {}."
+    model = deep_clip()
+    fixed = promptsrc.template_features(model, ["cat"])
+    with torch.no_grad():  # raw features averaged (not normalised first), as the original
+        want = model.encode_text(clip.tokenize([t.format("cat") for t in promptsrc.IMAGENET_TEMPLATES])).mean(0)
+    torch.testing.assert_close(fixed[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_promptsrc_protocol_per_dataset_rule():
+    p = promptsrc.PromptSRC.protocol
+    assert (p.label, p.end_to_end, p.evaluations) == ("PromptSRC", True, ("base2new", "dg"))
+    assert p.config("caltech101", 4, "vit_b16") == "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"
+    assert p.config("eurosat", 4, "vit_b16") == "vit_b16_c2_ep50_batch4_4+4ctx_few_shot_gpa45"
+    folder = os.path.join(ROOT, "configs", "trainers", "PromptSRC")
+    for stem in (p.config("dtd", 1, "vit_b16"), p.config("imagenet", 1, "vit_b16"), p.extra["base2new_config"],
+                 p.extra["dg_config"]):
+        assert os.path.isfile(os.path.join(folder, f"{stem}.yaml"))
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file(os.path.join(folder, "vit_b16_c2_ep50_batch4_4+4ctx_few_shot_gpa45.yaml"))
+    assert (cfg.TRAINER.PROMPTSRC.GPA_MEAN, cfg.TRAINER.PROMPTSRC.GPA_STD, cfg.OPTIM.MAX_EPOCH) == (45, 5, 50)
+
+
+def promptsrc_args(replica, clip_file, out, *opts, flags=()):
+    return ["--root", replica, "--seed", 1, "--trainer", "PromptSRC", "--dataset-config-file",
+            os.path.join(ROOT, "configs/datasets/eurosat.yaml"), "--config-file",
+            os.path.join(ROOT, "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"), "--output-dir", out,
+            "--backbone", clip_file, *flags, "DATASET.NUM_SHOTS", 2, "INPUT.SIZE", "(32, 32)",
+            "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TRAIN_X.BATCH_SIZE", 20, "OPTIM.MAX_EPOCH", 2, "OPTIM.LR", 0.05,
+            "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 3, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 3,
+            "TRAINER.PROMPTSRC.GPA_MEAN", 2, "TRAINER.PROMPTSRC.GPA_STD", 1, "TRAIN.CHECKPOINT_FREQ", 1, *opts]
+
+
+PROMPTSRC_KEYS = {"prompt_learner.ctx", "prompt_learner.token_prefix", "prompt_learner.token_suffix", "image_encoder.VPT",
+                  *(f"{t}_encoder.transformer.resblocks.{j}.VPT_shallow" for t in ("image", "text") for j in (1, 2))}
+
+
+def test_promptsrc_trains_with_gpa_and_resumes_to_the_same_average(replica, deep_clip_file, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    trainer = run_train(*promptsrc_args(replica, deep_clip_file, full))
+    text = (full / "log.txt").read_text()
+    assert trainer.feature_store is None and "Feature cache off: PromptSRC's prompts" in text
+    assert "Using GPA model for final inference..." in text and "GPA: epoch weights 0.378, 0.622" in text
+    assert re.search(r"^WARNING: .*PREC fp16 needs a GPU; running in fp32 on the CPU$", text, re.M)
+    folder = full / "VLPromptLearner"
+    first = load_checkpoint(os.path.join(folder, "model.pth.tar-1"))["state_dict"]
+    last = load_checkpoint(os.path.join(folder, "model.pth.tar-2"))["state_dict"]
+    learnt = PROMPTSRC_KEYS - {"prompt_learner.token_prefix", "prompt_learner.token_suffix"}
+    assert {k for k in last if not k.startswith("gpa.")} == PROMPTSRC_KEYS
+    w1, w2 = promptsrc.gpa_weights(2, 1, 2)
+    for key in learnt:
+        gpa = key.replace(".", "__")
+        # after epoch 1 the running sum is w1 * the prompts; the final prompts are the sum after epoch 2
+        torch.testing.assert_close(first[f"gpa.{gpa}"], w1 * first[key])
+        torch.testing.assert_close(last[key], last[f"gpa.{gpa}"])
+        raw = (last[key] - w1 * first[key]) / w2  # epoch 2's own prompts: they moved on from epoch 1's
+        assert (raw - first[key]).abs().max() > 1e-6
+    # resumed from the epoch-1 checkpoint: the same average (the original's restarts the sum there)
+    shutil.copytree(full, cut)
+    os.remove(cut / "VLPromptLearner" / "model.pth.tar-2")
+    (cut / "VLPromptLearner" / "checkpoint").write_text("model.pth.tar-1\n")
+    resumed = run_train(*promptsrc_args(replica, deep_clip_file, cut))
+    assert resumed.start_epoch == 1
+    done = load_checkpoint(os.path.join(cut, "VLPromptLearner", "model.pth.tar-2"))["state_dict"]
+    for key in learnt:
+        torch.testing.assert_close(done[key], last[key], rtol=1e-5, atol=1e-7)
+
+    # an original checkpoint (no gpa.*, the frozen CLIP copies saved too) evaluates here
+    orig = tmp_path / "orig" / "VLPromptLearner"
+    orig.mkdir(parents=True)
+    state = {k: v for k, v in last.items() if not k.startswith("gpa.")}
+    state["prompt_learner.ZS_image_encoder.conv1.weight"] = trainer.model.image_encoder.conv1.weight
+    state["image_encoder.conv1.weight"] = trainer.model.image_encoder.conv1.weight
+    torch.save({"state_dict": state, "epoch": 2}, orig / "model.pth.tar-2")
+    run_train(*promptsrc_args(replica, deep_clip_file, tmp_path / "eval",
+                              flags=("--eval-only", "--model-dir", tmp_path / "orig", "--load-epoch", 2)))
+    assert accuracies(tmp_path / "eval" / "log.txt") == accuracies(full / "log.txt")[-1:]
+
+
+@pytest.mark.parametrize("opts, message", [
+    (("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 0), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be a whole number of at least 1"),
+    (("TRAINER.PROMPTSRC.GPA_STD", 0), "TRAINER.PROMPTSRC.GPA_STD must be above 0, got 0."),
+])
+def test_promptsrc_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, opts, message):
+    with pytest.raises(ConfigError) as info:
+        run_train(*promptsrc_args(replica, deep_clip_file, tmp_path / "bad", *opts))
+    assert message in str(info.value) and "\n" not in str(info.value)

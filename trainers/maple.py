@@ -173,25 +173,31 @@ class CustomCLIP(nn.Module):
         return self.logit_scale.exp() * image.to(text_features.dtype) @ text_features.t()
 
 
-def adapt_checkpoint(module, state_dict, source):
+def adapt_checkpoint(module, state_dict, source, method="MaPLe", frozen_prefixes=FROZEN_PREFIXES, optional=()):
     """An original or our checkpoint for ``module`` (a Checkpointed): its learnt keys, the current classes'
-    token prefix/suffix, the original's frozen CLIP copy dropped; a missing or unknown key is an error."""
-    own = {k for k in module.state_dict() if not k.endswith(("token_prefix", "token_suffix"))}
+    token prefix/suffix, the original's frozen CLIP copy dropped; a missing or unknown key is an error.
+    Keys starting with an ``optional`` prefix (ours only, e.g. PromptSRC's running average) keep the
+    module's values when the checkpoint has none."""
+    tokens = {f"prompt_learner.{n}" for n in ("token_prefix", "token_suffix")}
+    own = set(module.state_dict()) - tokens
     kept = {k: v for k, v in state_dict.items() if k in own}
-    frozen = [k for k in state_dict if k.startswith(FROZEN_PREFIXES)]
-    unexpected = sorted(set(state_dict) - own - set(frozen) - {f"prompt_learner.{n}" for n in ("token_prefix",
-                                                                                                "token_suffix")})
+    frozen = [k for k in state_dict if k not in own and k.startswith(frozen_prefixes)]
+    unexpected = sorted(set(state_dict) - own - set(frozen) - tokens)
+    current = module.state_dict()
+    for key in own - set(kept):
+        if key.startswith(optional) if optional else False:
+            kept[key] = current[key]
     missing = sorted(own - set(kept))
     if missing or unexpected:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + (
             [f"unexpected {', '.join(unexpected[:5])}"] if unexpected else [])
-        raise CheckpointError(f"Checkpoint {source} does not hold this MaPLe learner ({'; '.join(parts)}); was it "
-                              "saved by another trainer, or with another TRAINER.MAPLE.PROMPT_DEPTH?")
+        raise CheckpointError(f"Checkpoint {source} does not hold this {method} learner ({'; '.join(parts)}); was it "
+                              "saved by another trainer, or with other prompt depths?")
     if frozen:
         logger.info("Checkpoint %s: %d frozen CLIP tensors (saved by the original) ignored; the backbone comes "
                     "from MODEL.BACKBONE", source, len(frozen))
-    for key in ("token_prefix", "token_suffix"):
-        kept[f"prompt_learner.{key}"] = getattr(module.prompt_learner, key)
+    for key in tokens:
+        kept[key] = current[key]
     return kept
 
 

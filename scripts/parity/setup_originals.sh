@@ -19,6 +19,8 @@
 #   P5 clip._download(url) returns $TINY_CLIP (no download; the tiny OpenAI-format file instead).
 #   P6 CLIP-LoRA only: its random train augmentation is replaced by its test `preprocess` (the
 #      deterministic mode of the comparison; Dassl-based repos get it from `--transforms normalize`).
+#   P10 the same for PromptSRC, promptsrc_fp32/: the prompts' .half() casts follow the model's dtype, its
+#      frozen zero-shot image encoder and fixed text embeddings take the model's dtype (fp16 otherwise).
 #   P8 CLIP-LoRA only: after apply_lora, the LoRA matrices are copied from $LORA_INIT when it is set
 #      (scripts/parity/patch_cliplora_init.py: the shared initialisation; ours reads it with MODEL.INIT_WEIGHTS).
 #   P9 CLIP-LoRA only: utils.cls_acc's float(<1-element array>) fails on numpy >= 2.x: .sum().item() instead
@@ -97,6 +99,13 @@ rm -rf maple_fp32 && cp -r maple maple_fp32
 sed -i 's/self.proj.half()/self.proj.type(dtype)/' maple_fp32/trainers/maple.py
 sed -i 's/permute(1, 0, 2).half()/permute(1, 0, 2).type(x.dtype)/; s/expand(x.shape\[0\], -1, -1).half()/expand(x.shape[0], -1, -1).type(x.dtype)/' \
     maple_fp32/clip/model.py
+
+# P10
+rm -rf promptsrc_fp32 && cp -r promptsrc promptsrc_fp32
+sed -i 's/permute(1, 0, 2).half()/permute(1, 0, 2).type(x.dtype)/; s/expand(x.shape\[0\], -1, -1).half()/expand(x.shape[0], -1, -1).type(x.dtype)/' \
+    promptsrc_fp32/clip/model.py
+sed -i 's/clip_model_temp_image = load_clip_to_cpu(cfg, True)$/clip_model_temp_image = load_clip_to_cpu(cfg, True).type(dtype)/; s/fixed_embeddings.half().cuda().t()/fixed_embeddings.type(zero_shot_features.dtype).cuda().t()/' \
+    promptsrc_fp32/trainers/promptsrc.py
 
 python3 -m venv venv
 venv/bin/python -m pip install -q tabulate  # Dassl imports it; the project's venv lacks it

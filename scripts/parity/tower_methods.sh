@@ -73,6 +73,31 @@ maple() {
     echo "== MaPLe checkpoints: ours on the original's $(acc "$WORK/maple_ours_evals_orig.log"), the original on ours $(acc "$WORK/maple_orig_evals_ours.log")"
 }
 
+promptsrc() {
+    local init=$WORK/init_promptsrc.pth cfg="configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"
+    # depth 3 in both towers (the tiny CLIP has 3 layers); GPA over the 2 epochs: weights 0.378, 0.622
+    local opts=(OPTIM.LR 0.025 TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 3 TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 3
+                TRAINER.PROMPTSRC.GPA_MEAN 2 TRAINER.PROMPTSRC.GPA_STD 1 MODEL.INIT_WEIGHTS "$init")
+    $PY scripts/parity/tower_parity.py init promptsrc "$init" --depth 3 --clip "$TINY_CLIP" > /dev/null
+    rm -rf "$WORK"/promptsrc_*
+    fresh_data promptsrc_d1; fresh_data promptsrc_d2; fresh_data promptsrc_d3
+    run_ours PromptSRC "$cfg" "$WORK/promptsrc_ours" promptsrc_d1 "${opts[@]}" TRAINER.PROMPTSRC.PREC fp32
+    run_orig promptsrc_fp32 PromptSRC "$cfg" "$WORK/promptsrc_orig32" promptsrc_d2 "${opts[@]}" TRAINER.PROMPTSRC.PREC fp32
+    run_orig promptsrc PromptSRC "$cfg" "$WORK/promptsrc_orig16" promptsrc_d3 "${opts[@]}"  # its default fp16
+    echo "== PromptSRC: accuracy ours $(acc "$WORK/promptsrc_ours.log"), original fp32 $(acc "$WORK/promptsrc_orig32.log"), original fp16 $(acc "$WORK/promptsrc_orig16.log")"
+    local ck=VLPromptLearner/model.pth.tar-2
+    echo "-- ours (fp32) vs the original at fp32 (P10)"
+    $PY scripts/parity/tower_parity.py compare "$init" "$WORK/promptsrc_ours/$ck" "$WORK/promptsrc_orig32/$ck"
+    echo "-- ours (fp32) vs the original unpatched (fp16 on the CPU)"
+    $PY scripts/parity/tower_parity.py compare "$init" "$WORK/promptsrc_ours/$ck" "$WORK/promptsrc_orig16/$ck" | tail -1
+    FLAGS=(--eval-only --model-dir "$WORK/promptsrc_orig32" --load-epoch 2)
+    run_ours PromptSRC "$cfg" "$WORK/promptsrc_ours_evals_orig" promptsrc_d1 "${opts[@]}" TRAINER.PROMPTSRC.PREC fp32
+    FLAGS=(--eval-only --model-dir "$WORK/promptsrc_ours" --load-epoch 2)
+    run_orig promptsrc_fp32 PromptSRC "$cfg" "$WORK/promptsrc_orig_evals_ours" promptsrc_d2 "${opts[@]}" TRAINER.PROMPTSRC.PREC fp32
+    FLAGS=()
+    echo "== PromptSRC checkpoints: ours on the original's $(acc "$WORK/promptsrc_ours_evals_orig.log"), the original on ours $(acc "$WORK/promptsrc_orig_evals_ours.log")"
+}
+
 cliplora() {
     # CLIP-LoRA is not Dassl-based: its own main.py on the same files. 4 shots = every train image (its
     # few-shot draw takes val before train, so the same seed draws other images than CoOp's order);

@@ -88,7 +88,7 @@ def _state(path):
 
 def compare(init_path, ours_path, orig_path):
     init, ours, orig = _state(init_path), _state(ours_path), _state(orig_path)
-    learnt = sorted(k for k in ours if "token_prefix" not in k and "token_suffix" not in k)
+    learnt = sorted(k for k in ours if "token_prefix" not in k and "token_suffix" not in k and not k.startswith("gpa."))
     worst = 0.0
     print(f"{'tensor':60s} {'max|orig-init|':>14s} {'max|ours-orig|':>14s} {'ratio':>9s}")
     for key in learnt:
