@@ -7,6 +7,7 @@ original's checkpoint keys; an original checkpoint (with its frozen CLIP copy) l
 from its epoch-1 checkpoint ends where the uninterrupted run ends; bad input is one sentence.
 Parity against the original repositories is scripts/parity/tower_methods.sh (needs them; not run here).
 """
+import glob
 import os
 import re
 import shutil
@@ -525,3 +526,14 @@ def test_promptsrc_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, 
     with pytest.raises(ConfigError) as info:
         run_train(*promptsrc_args(replica, deep_clip_file, tmp_path / "bad", *opts))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+TOWER_CONFIGS = sorted(p for m in ("MaPLe", "PromptSRC", "CLIP_LoRA")
+                       for p in glob.glob(os.path.join(ROOT, "configs", "trainers", m, "*.yaml")))
+
+
+@pytest.mark.parametrize("path", TOWER_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_published_configs_load(path):
+    cfg = extend_cfg(get_cfg_default())
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.BACKBONE.NAME.startswith("ViT-")
