@@ -371,6 +371,7 @@ def test_lora_resumes_from_its_epoch_1_checkpoint_to_the_same_end(replica, deep_
     (("TRAINER.CLIP_LORA.ENCODER", "image"), "TRAINER.CLIP_LORA.ENCODER must be one of text, vision, both, got 'image'."),
     (("TRAINER.CLIP_LORA.PARAMS", "['q', 'x']"), "TRAINER.CLIP_LORA.PARAMS must list some of q, k, v, o"),
     (("TRAINER.CLIP_LORA.POSITION", "top"), "TRAINER.CLIP_LORA.POSITION must be one of bottom, mid, up"),
+    (("DATASET.NUM_SHOTS", -1), "CLIP-LoRA trains TRAINER.CLIP_LORA.N_ITERS x shots iterations, but DATASET.NUM_SHOTS is -1"),
 ])
 def test_lora_bad_input_is_one_sentence(replica, deep_clip_file, tmp_path, opts, message):
     with pytest.raises(ConfigError) as info:

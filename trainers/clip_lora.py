@@ -293,6 +293,9 @@ class CLIP_LoRA(FrozenCLIPTrainer):
 
     def check_cfg(self, cfg):
         check_lora_cfg(cfg.TRAINER.CLIP_LORA)  # first: the message names the group as the config does
+        if cfg.DATASET.NUM_SHOTS < 1:
+            raise ConfigError(f"CLIP-LoRA trains TRAINER.CLIP_LORA.N_ITERS x shots iterations, but DATASET.NUM_SHOTS is "
+                              f"{cfg.DATASET.NUM_SHOTS}; set the few-shot count (1, 2, 4, 8, 16 as published).")
         super().check_cfg(cfg)
 
     def precision(self):
