@@ -49,6 +49,9 @@ TRAINER_ARGS = {
     "CoOp": ([], ["TRAINER.COOP.N_CTX", "4"]),
     "CoCoOp": ([], ["TRAINER.COCOOP.N_CTX", "4"]),
     "MVLPT": ([], ["TRAINER.MVLPT.COOP.N_CTX", "2"]),
+    "MaPLe": ([], ["TRAINER.MAPLE.PROMPT_DEPTH", "1"]),  # the tiny ViT has 1 layer
+    "PromptSRC": ([], ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "1", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "1"]),
+    "CLIP_LoRA": ([], ["TRAINER.CLIP_LORA.N_ITERS", "1"]),  # its iterations: N_ITERS x shots
 }
 
 
@@ -69,7 +72,7 @@ def test_every_registered_trainer_runs_on_a_replica(tmp_path, name):
 # trainer steps the scheduler at each epoch's last batch (after_epoch does not), so after E epochs
 # every registered scheduler has stepped exactly E times. (Tip-Adapter-F steps per iteration, as
 # its original does; the fit-once and training-free trainers have no epoch loop.)
-EPOCH_SCHEDULED = ["TaskRes", "StrongBase", "CLIP_Adapter", "CoOp", "CoCoOp", "MVLPT"]
+EPOCH_SCHEDULED = ["TaskRes", "StrongBase", "CLIP_Adapter", "CoOp", "CoCoOp", "MVLPT", "MaPLe", "PromptSRC"]
 
 
 @pytest.mark.parametrize("name", EPOCH_SCHEDULED)

@@ -50,6 +50,7 @@ from .coop import (
     CLASS_TOKEN_POSITIONS, PRECISIONS, PromptTrainer, adapt_prompt_state_dict, assemble_prompts, check_image_size,
     init_context, tokenizer)
 from .coop import TextEncoder as CoOpTextEncoder
+from .deep_prompts import prompted_vit
 
 logger = logging.getLogger(__name__)
 
@@ -287,26 +288,13 @@ class ImageEncoder(nn.Module):
     def forward(self, x, vpt=None, vpt_deep=None):
         if vpt is None:  # no visual prompt: CLIP's own forward (a ResNet too)
             return self.visual(x)
-        visual = self.visual
-        x = visual.conv1(x)
-        x = x.flatten(start_dim=2).permute(0, 2, 1)
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        x = visual.ln_pre(x)
-        batch, n = x.shape[0], self.learner.vpt_n_ctx
-        x = torch.cat([x[:, :1], self.learner.visual_tokens(vpt, batch, x.dtype), x[:, 1:]], dim=1)
-        x = x.permute(1, 0, 2)  # the blocks are sequence-first
-        blocks = visual.transformer.resblocks
-        if self.learner.vpt_deep and vpt_deep is not None:
-            for i, block in enumerate(blocks):
-                if i > 0:  # block i sees its own prompt in place of the previous block's outputs
-                    deep = self.learner.visual_tokens(vpt_deep[i - 1], batch, x.dtype).permute(1, 0, 2)
-                    x = torch.cat([x[:1], deep, x[1 + n:]], dim=0)
-                x = block(x)
-        else:
-            x = visual.transformer(x)
-        x = visual.ln_post(x.permute(1, 0, 2)[:, 0, :])
-        return x @ visual.proj if visual.proj is not None else x
+        learner, batch, dtype = self.learner, x.shape[0], x.dtype
+        tokens = learner.visual_tokens(vpt, batch, dtype)
+        deep = ()
+        if learner.vpt_deep and vpt_deep is not None:  # block i > 0 sees its own prompt in place of the previous outputs
+            deep = [learner.visual_tokens(p, batch, dtype) for p in vpt_deep]
+        # VPT's layout: the tokens after the class token, added after ln_pre
+        return prompted_vit(self.visual, x, tokens, deep, position="after_cls", norm_prompts=False)
 
 
 class TextEncoder(CoOpTextEncoder):
