@@ -189,8 +189,8 @@ def test_a_key_nothing_reads_fails_the_check(tmp_path, monkeypatch):
 
     real = trainers.extend_cfg
 
-    def with_probes(cfg):
-        real(cfg)
+    def with_probes(cfg, **kwargs):
+        real(cfg, **kwargs)
         cfg.PROBE = CN()
         cfg.PROBE.LR = 0.5
         cfg.TRAINER.TaskRes.PROBE = CN()

@@ -61,7 +61,7 @@ REFUSED = [  # (trainer, opts, the sentence)
                                                         "positive encoding batch size"),
     # a key of another trainer's group: it would be ignored
     ("TaskRes", ["TRAINER.COOP.N_CTX", 4], "TRAINER.COOP.N_CTX is 4, but trainer TaskRes does not read it (read by "
-                                           "CoOp); remove it, or run --trainer CoOp."),
+                                           "CoOp, KgCoOp, ProGrad); remove it, or run --trainer CoOp."),
     ("CoOp", ["TRAINER.TaskRes.RESIDUAL_SCALE", 0.5], "TRAINER.TaskRes.RESIDUAL_SCALE is 0.5, but trainer CoOp does "
                                                       "not read it (read by TaskRes); remove it, or run --trainer TaskRes."),
     ("LinearProbe", ["TRAINER.TIP_ADAPTER.INIT_ALPHA", 2.0], "TRAINER.TIP_ADAPTER.INIT_ALPHA is 2.0, but trainer "
@@ -201,8 +201,9 @@ def test_a_user_trainer_outside_the_package_gets_a_warning_not_a_refusal(setup, 
 
     run(setup, tmp_path / "a", "TRAINER.COOP.N_CTX", 4, trainer="PortedTaskRes")
     log = (tmp_path / "a" / "log.txt").read_text()
-    assert ("WARNING: TRAINER.COOP.N_CTX is 4, but trainer PortedTaskRes may not read it (read by CoOp, "
-            'PortedReadsCoOp); if it does, declare reads_keys = ("TRAINER.COOP",) on the trainer class, else remove it') in log
+    assert ("WARNING: TRAINER.COOP.N_CTX is 4, but trainer PortedTaskRes may not read it (read by CoOp, KgCoOp, "
+            'PortedReadsCoOp, ProGrad); if it does, declare reads_keys = ("TRAINER.COOP",) on the trainer class, else '
+            "remove it") in log
     run(setup, tmp_path / "b", "TRAINER.COOP.N_CTX", 4, trainer="PortedReadsCoOp")
     assert "may not read it" not in (tmp_path / "b" / "log.txt").read_text()
 

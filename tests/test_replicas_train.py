@@ -52,6 +52,10 @@ TRAINER_ARGS = {
     "MaPLe": ([], ["TRAINER.MAPLE.PROMPT_DEPTH", "1"]),  # the tiny ViT has 1 layer
     "PromptSRC": ([], ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "1", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "1"]),
     "CLIP_LoRA": ([], ["TRAINER.CLIP_LORA.N_ITERS", "1"]),  # its iterations: N_ITERS x shots
+    "KgCoOp": ([], ["TRAINER.KGCOOP.N_CTX", "4"]),
+    "ProGrad": ([], ["TRAINER.PROGRAD.N_CTX", "4"]),
+    "CLAP": ([], ["TRAINER.CLAP.AUG_VIEWS", "2"]),
+    "LPPlusPlus": ([], []),
 }
 
 
@@ -72,7 +76,8 @@ def test_every_registered_trainer_runs_on_a_replica(tmp_path, name):
 # trainer steps the scheduler at each epoch's last batch (after_epoch does not), so after E epochs
 # every registered scheduler has stepped exactly E times. (Tip-Adapter-F steps per iteration, as
 # its original does; the fit-once and training-free trainers have no epoch loop.)
-EPOCH_SCHEDULED = ["TaskRes", "StrongBase", "CLIP_Adapter", "CoOp", "CoCoOp", "MVLPT", "MaPLe", "PromptSRC"]
+EPOCH_SCHEDULED = ["TaskRes", "StrongBase", "CLIP_Adapter", "CoOp", "CoCoOp", "MVLPT", "MaPLe", "PromptSRC", "KgCoOp",
+                   "ProGrad"]
 
 
 @pytest.mark.parametrize("name", EPOCH_SCHEDULED)
