@@ -227,8 +227,8 @@ def run(method, shots, seed, backbone, tag, common, output):
 
 
 def write_figure(rows, path, title, caption):
-    """Accuracy vs shots (log2 axis), one line per few-shot method with its seed band, and
-    zero-shot as a dashed reference line; `caption` (backbone, seeds, shortening) under the axes."""
+    """Accuracy vs shots (log2 axis), one line per few-shot method with its seed std as error bars,
+    and zero-shot as a dashed reference line; `caption` (backbone, seeds, shortening) under the axes."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
@@ -242,10 +242,8 @@ def write_figure(rows, path, title, caption):
             continue
         mean = [statistics.mean(accs[k]) for k in shots]
         std = [statistics.stdev(accs[k]) if len(accs[k]) > 1 else 0.0 for k in shots]
-        line, = ax.plot(shots, mean, marker="o", markersize=4, label=method.label,
-                        linestyle="--" if method.enhanced else "-")
-        ax.fill_between(shots, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
-                        color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.errorbar(shots, mean, yerr=std, marker="o", markersize=4, capsize=3, elinewidth=0.8,
+                    label=method.label, linestyle="--" if method.enhanced else "-")
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots)
     ax.set_xticklabels([str(k) for k in shots])
@@ -305,6 +303,7 @@ def main(argv=None):
     seeds = " ".join(map(str, args.seeds))
     n_seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''} ({seeds})"
     title = f"Fashion-MNIST few-shot, {label}, {n_seeds}"
+    figure_title = f"Fashion-MNIST few-shot\n{label}, {n_seeds}"
     lines = [f"{title}, {args.test_per_class * 10} test images: accuracy (%), mean ± std over seeds", "",
              "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
              "| --- | " + " | ".join("---" for _ in shots) + " |"]
@@ -318,8 +317,8 @@ def main(argv=None):
     lines += ["", f"Shortened for a 2-core machine: {shortened}."]
     os.makedirs(args.output, exist_ok=True)
     figure = os.path.join(args.output, "results.png")
-    write_figure(rows, figure, title,
-                 f"Backbone: {label}; {n_seeds}, bands: ±1 std; {args.test_per_class * 10} test images. "
+    write_figure(rows, figure, figure_title,
+                 f"Backbone: {label}; {n_seeds}, error bars: ±1 std over seeds; {args.test_per_class * 10} test images. "
                  f"Shortened: {shortened}.")
     lines += [f"Backbone: {backbone}", f"Figure: {figure}",
               f"Total time: {time.time() - start:.0f} s. Logs: {args.output}/*/*/seed*/log.txt"]
