@@ -637,7 +637,7 @@ def ensure_micro_clip(cache_dir, recipe=Recipe()):
     if is_current(path, recipe):
         return path
     if os.path.exists(path):
-        logger.info("%s was built by another recipe or code version: rebuilding it", path)
+        logger.info("%s was built by another recipe or code version, or changed since: rebuilding it", path)
     return build(path, recipe)
 
 
