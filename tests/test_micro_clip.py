@@ -115,24 +115,27 @@ def sha256(path):
 REPRO = dataclasses.replace(mc.Recipe(), steps=40, batch_size=32)
 
 
-def test_same_recipe_same_bytes_with_one_and_two_threads_other_seed_other_bytes(tmp_path):
-    one = mc.build(str(tmp_path / "one.pt"), REPRO, threads=1)
+@pytest.fixture(scope="module")
+def repro_built(tmp_path_factory):
+    return mc.build(str(tmp_path_factory.mktemp("repro") / "one.pt"), REPRO, threads=1)
+
+
+def test_same_recipe_same_bytes_with_one_and_two_threads_other_seed_other_bytes(repro_built, built, tmp_path):
     two = mc.build(str(tmp_path / "two.pt"), REPRO, threads=2)
-    assert sha256(one) == sha256(two) == json.load(open(one + ".json"))["sha256"]
-    other = read(mc.build(str(tmp_path / "other.pt"), dataclasses.replace(REPRO, seed=2)))
-    assert not torch.equal(read(one)["visual.conv1.weight"], other["visual.conv1.weight"])
+    assert sha256(repro_built) == sha256(two) == json.load(open(repro_built + ".json"))["sha256"]
+    other = read(mc.build(str(tmp_path / "other.pt"), dataclasses.replace(TINY, seed=2)))
+    assert not torch.equal(read(built)["visual.conv1.weight"], other["visual.conv1.weight"])
 
 
-def test_same_bytes_through_other_simd_code_paths(tmp_path):
+def test_same_bytes_through_other_simd_code_paths(repro_built, tmp_path):
     """Another CPU, simulated: torch's kernels without SIMD (ATEN_CPU_CAPABILITY=default) and MKL's
     SSE4.2 kernels against whatever this CPU picks (AVX2 / AVX-512): other summation orders and no FMA."""
-    native = mc.build(str(tmp_path / "native.pt"), REPRO)
     env = dict(os.environ, ATEN_CPU_CAPABILITY="default", MKL_ENABLE_INSTRUCTIONS="SSE4_2", ONEDNN_MAX_CPU_ISA="SSE41")
     code = ("import dataclasses, sys; from scripts import micro_clip as mc; "
             f"mc.build(sys.argv[1], dataclasses.replace(mc.Recipe(), steps={REPRO.steps}, batch_size={REPRO.batch_size}))")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "plain.pt")], env=env, check=True,
                    cwd=mc.ROOT, timeout=600)
-    assert sha256(str(tmp_path / "plain.pt")) == sha256(native)
+    assert sha256(str(tmp_path / "plain.pt")) == sha256(repro_built)
 
 
 def test_cache_is_reused_while_current_and_rebuilt_when_stale(tmp_path, monkeypatch):
