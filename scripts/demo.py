@@ -3,15 +3,18 @@
 The backbone: CLIP RN50 when its weights are in the cache (~/.cache/clip/RN50.pt, or
 $TASKRES_CLIP_CACHE); otherwise a micro-CLIP pretrained here on Fashion-MNIST's train images
 (scripts/micro_clip.py: built once into the same cache folder, a few minutes on one core, then
-reused), whose captions name some classes as look-alikes, so zero-shot is well above chance and
-below what the images allow. The output says which backbone ran. Images are encoded once into
-the feature cache, and finished runs are skipped, so a second `make demo` takes seconds. The table
-is printed and written to output/demo/results.md, the figure to output/demo/results.png.
+reused; the same bytes on every machine), whose captions misname some classes, so zero-shot is
+well above chance and below what the images allow. The output says which backbone ran, with the
+micro-CLIP's recipe hash and sha256. Images are encoded once into the feature cache, and finished
+runs are skipped, so a second `make demo` takes seconds. The table is printed and written to
+output/demo/results.md, the figure to output/demo/results.png.
 
-Methods are rows of METHODS: a label, a registered trainer, its config per shot count, extra opts
-(or a function of the shot count), and whether it starts from StrongBase's enhanced base; a method
-added there runs at every shot count and seed. Each run goes through train.py's main in this
-process.
+The methods are the names in METHODS: a registered trainer, or "<Trainer>-<variant>". A method's
+label, config rule and whether it trains come from its trainer's declared `protocol`
+(engine/protocol.py) where it declares them; SETTINGS holds what the demo adds (labels and config
+rules of trainers that declare none yet, shortened schedules, TaskRes' alpha, the enhanced base).
+A name added to METHODS runs at every shot count and seed. Each run goes through train.py's main
+in this process.
 """
 import argparse
 import dataclasses
@@ -26,15 +29,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
 from clip import weights as clip_weights  # noqa: E402
+from engine import TRAINER_REGISTRY  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
+from engine.protocol import Protocol  # noqa: E402
 from engine.utils import close_logger  # noqa: E402
-from scripts import summarize  # noqa: E402
 from trainers import method_rules  # noqa: E402
 from trainers.strong_base import strong_base_path  # noqa: E402
-from scripts.micro_clip import ensure_micro_clip, recipe_hash  # noqa: E402
+from scripts.micro_clip import ensure_micro_clip, metadata  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = (1, 4, 16)
 TRAINER_CONFIGS = os.path.join(ROOT, "configs", "trainers")
+DATASET = "fashion_mnist"  # the dataset config stem a protocol's config rule is asked about
+FAMILY = "rn50"            # the configs the demo runs (the micro-CLIP stands in for RN50)
 
 
 def taskres_config(shots):
@@ -46,7 +53,7 @@ def taskres_config(shots):
 def coop_schedule_config(trainer):
     """CoOp's per-shot schedule (CLIP-Adapter runs with it too): rn50_ep50 / rn50_ep100 / rn50."""
     def config(shots):
-        suffix = {50: "_ep50", 100: "_ep100", 200: ""}[method_rules.coop_epochs("fashion_mnist", shots)]
+        suffix = {50: "_ep50", 100: "_ep100", 200: ""}[method_rules.coop_epochs(DATASET, shots)]
         return os.path.join(TRAINER_CONFIGS, trainer, f"rn50{suffix}.yaml")
     return config
 
@@ -62,38 +69,100 @@ COOP_EPOCH_SHARE = 5
 
 
 def coop_opts(shots):
-    return ("OPTIM.MAX_EPOCH", str(method_rules.coop_epochs("fashion_mnist", shots) // COOP_EPOCH_SHARE))
+    return ("OPTIM.MAX_EPOCH", str(method_rules.coop_epochs(DATASET, shots) // COOP_EPOCH_SHARE))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What the demo adds to a method's protocol; every field may stay at its default."""
+    label: str = ""            # used when the trainer's protocol declares no label
+    config: object = None      # shots -> trainer config file; None: the protocol's rule
+    opts: object = ()          # extra KEY VALUE opts, or shots -> them
+    few_shot: object = None    # None: the protocol says (trains, and not a training-free trainer)
+    enhanced: bool = False     # True: first StrongBase tunes the enhanced base this run starts from
+    shortened: str = ""        # what the demo runs shorter than the method's paper, said under the table
+
+
+TASKRES_ALPHA = ("TRAINER.TaskRes.RESIDUAL_SCALE", "0.5")  # the paper's alpha for most datasets
+
+# The demo's methods, in table order. A new method joins by adding its name here.
+METHODS = ["ZeroshotCLIP", "LinearProbe", "CoOp", "CLIP_Adapter", "TipAdapterF", "TaskRes", "TaskRes-enhanced"]
+
+SETTINGS = {
+    # Zero-shot reads its input pipeline (CLIP's mean/std, bicubic) from a trainer config.
+    "ZeroshotCLIP": Setting("Zero-shot CLIP", taskres_config),
+    "LinearProbe": Setting("Linear probe", fixed_config("LinearProbe/rn50.yaml")),
+    "CoOp": Setting("CoOp", coop_schedule_config("CoOp"),
+                    lambda shots: ("TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False",
+                                   "TRAINER.COOP.CLASS_TOKEN_POSITION", "end", *coop_opts(shots)),
+                    shortened=f"CoOp: 1/{COOP_EPOCH_SHARE} of its epochs (10 / 20 / 40 instead of 50 / 100 / 200)"),
+    "CLIP_Adapter": Setting("CLIP-Adapter", coop_schedule_config("CLIP_Adapter")),
+    # Tip-Adapter publishes settings per dataset; its ImageNet ones are its trainer's defaults.
+    "TipAdapterF": Setting("Tip-Adapter-F", fixed_config("TipAdapterF/rn50_imagenet.yaml")),
+    "TaskRes": Setting("TaskRes", taskres_config, TASKRES_ALPHA),
+    "TaskRes-enhanced": Setting("TaskRes (enhanced base)", taskres_config, TASKRES_ALPHA, enhanced=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    label: str              # the table's row name
-    trainer: str            # a registered trainer
+    """One row of the table: a method name of METHODS resolved against its protocol and SETTINGS."""
+    name: str
+    trainer: str
+    label: str
     config: object          # shots -> trainer config file
     opts: object = ()       # extra KEY VALUE opts, or shots -> them
     few_shot: bool = True   # False: evaluated once (zero-shot), the same number in every column
-    enhanced: bool = False  # True: first StrongBase tunes the enhanced base this run starts from
-    shortened: str = ""     # what the demo runs shorter than the method's paper, said under the table
+    enhanced: bool = False
+    shortened: str = ""
 
     def opts_for(self, shots):
         return tuple(self.opts(shots) if callable(self.opts) else self.opts)
 
 
-TASKRES_ALPHA = ("TRAINER.TaskRes.RESIDUAL_SCALE", "0.5")  # the paper's alpha for most datasets
-METHODS = [
-    # Zero-shot reads its input pipeline (CLIP's mean/std, bicubic) from a trainer config.
-    Method("Zero-shot CLIP", "ZeroshotCLIP", taskres_config, few_shot=False),
-    Method("Linear probe", "LinearProbe", fixed_config("LinearProbe/rn50.yaml")),
-    Method("CoOp", "CoOp", coop_schedule_config("CoOp"),
-           lambda shots: ("TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False",
-                          "TRAINER.COOP.CLASS_TOKEN_POSITION", "end", *coop_opts(shots)),
-           shortened=f"CoOp: 1/{COOP_EPOCH_SHARE} of its epochs (10 / 20 / 40 instead of 50 / 100 / 200)"),
-    Method("CLIP-Adapter", "CLIP_Adapter", coop_schedule_config("CLIP_Adapter")),
-    # Tip-Adapter publishes settings per dataset; its ImageNet ones are its trainer's defaults.
-    Method("Tip-Adapter-F", "TipAdapterF", fixed_config("TipAdapterF/rn50_imagenet.yaml")),
-    Method("TaskRes", "TaskRes", taskres_config, TASKRES_ALPHA),
-    Method("TaskRes (enhanced base)", "TaskRes", taskres_config, TASKRES_ALPHA, enhanced=True),
-]
+def protocol_config(trainer, protocol):
+    """shots -> config file from a protocol's rule (a stem, a function, or the folder's only yaml)."""
+    folder = os.path.join(TRAINER_CONFIGS, protocol.config_dir or trainer)
+
+    def config(shots):
+        rule = protocol.config
+        if rule is None:
+            stems = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+            if len(stems) != 1:
+                raise ConfigError(f"{trainer} declares no config rule and {folder} holds {len(stems)} yaml files, "
+                                  f"not one: add its rule to SETTINGS in scripts/demo.py or to its protocol.")
+            return os.path.join(folder, stems[0] + ".yaml")
+        stem = rule(DATASET, shots, FAMILY) if callable(rule) else rule
+        return os.path.join(folder, stem + ".yaml")
+    return config
+
+
+def resolve(name):
+    """The Method a name of METHODS stands for (an unknown trainer name is a ConfigError)."""
+    import trainers  # noqa: F401  (registers the trainers)
+
+    trainer, _, variant_name = name.partition("-")
+    cls = TRAINER_REGISTRY.get(trainer, hint=f" (a name in METHODS of {os.path.relpath(__file__, ROOT)})")
+    protocol = getattr(cls, "protocol", None) or Protocol()
+    setting = SETTINGS.get(name, Setting())
+    variant = next((v for v in protocol.variants if v.name == variant_name), None)
+    declared = (variant.label if variant else "") or (protocol.label if not variant_name else "")
+    label = declared or setting.label or name
+    few_shot = setting.few_shot
+    if few_shot is None:
+        few_shot = protocol.trains and not getattr(cls, "training_free", False)
+    opts = setting.opts
+    if variant is not None and variant.opts:
+        extra, base = tuple(variant.opts), opts
+        opts = (lambda shots: (*(base(shots) if callable(base) else base), *extra))
+    return Method(name, trainer, label, setting.config or protocol_config(trainer, protocol), opts, few_shot,
+                  setting.enhanced, setting.shortened)
+
+
+def methods():
+    return [resolve(name) for name in METHODS]
+
+
 STRONG_BASE_CONFIG = os.path.join(TRAINER_CONFIGS, "StrongBase", "adam_lr2e-4_ep50.yaml")
 
 
@@ -112,8 +181,10 @@ def choose_backbone(clip_cache):
           f"Using the micro-CLIP pretrained here on Fashion-MNIST's train images instead "
           f"(built once into {clip_weights.resolve_cache_dir(clip_cache)}).\n", flush=True)
     path = ensure_micro_clip(clip_weights.resolve_cache_dir(clip_cache))
+    meta = metadata(path)
+    print(f"micro-CLIP {path}: recipe {meta['recipe_hash']}, sha256 {meta['sha256']}\n", flush=True)
     # The recipe's hash in the folder name: results of an older micro-CLIP are never shown as this one's.
-    return path, "micro-CLIP (pretrained here)", f"microclip-{recipe_hash(path)}"
+    return path, f"micro-CLIP {meta['recipe_hash']} (pretrained here)", f"microclip-{meta['recipe_hash']}"
 
 
 def run_once(out, argv):
@@ -178,16 +249,36 @@ def run(method, shots, seed, backbone, tag, common, output):
     return last_accuracy(out)
 
 
-def write_figure(rows, path, title):
-    """Accuracy vs shots (log2 axis), one line per method, with scripts/summarize.py's drawing."""
-    series = []
+def write_figure(rows, path, title, caption):
+    """Accuracy vs shots (log2 axis), one line per few-shot method with its seed std as error bars,
+    and zero-shot as a dashed reference line; `caption` (backbone, seeds, shortening) under the axes."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    shots = sorted(next(iter(rows))[1])
     for method, accs in rows:
-        if not method.few_shot:  # summarize.py draws a single 0-shot point as a flat grey line
-            series.append((method.label, [(0, next(iter(accs.values()))[0], 0.0)]))
+        if not method.few_shot:
+            ax.axhline(statistics.mean(next(iter(accs.values()))), color="grey", linestyle="--", linewidth=1.2,
+                       label=method.label)
             continue
-        series.append((method.label, [(k, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
-                                      for k, v in accs.items()]))
-    summarize._plot(series, title, path, sorted(next(iter(rows))[1]))
+        mean = [statistics.mean(accs[k]) for k in shots]
+        std = [statistics.stdev(accs[k]) if len(accs[k]) > 1 else 0.0 for k in shots]
+        ax.errorbar(shots, mean, yerr=std, marker="o", markersize=4, capsize=3, elinewidth=0.8,
+                    label=method.label, linestyle="--" if method.enhanced else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots)
+    ax.set_xticklabels([str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.01, caption, fontsize=7, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def cell(values):
@@ -223,7 +314,8 @@ def main(argv=None):
     common += args.opts
     rows = []
     shots = sorted(set(args.shots))
-    for method in METHODS:
+    resolved = methods()
+    for method in resolved:
         print(f"{method.label} ...", flush=True)
         if method.few_shot:
             accs = {k: [run(method, k, seed, backbone, tag, common, args.output) for seed in args.seeds] for k in shots}
@@ -232,21 +324,26 @@ def main(argv=None):
             accs = {k: zero for k in shots}
         rows.append((method, accs))
 
-    seeds = ", ".join(map(str, args.seeds))
-    title = f"Fashion-MNIST few-shot, {label}, seed{'s' if len(args.seeds) > 1 else ''} {seeds}"
-    lines = [f"{title}, {args.test_per_class * 10} test images: accuracy (%)", "",
+    seeds = " ".join(map(str, args.seeds))
+    n_seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''} ({seeds})"
+    title = f"Fashion-MNIST few-shot, {label}, {n_seeds}"
+    figure_title = f"Fashion-MNIST few-shot\n{label}, {n_seeds}"
+    lines = [f"{title}, {args.test_per_class * 10} test images: accuracy (%), mean ± std over seeds", "",
              "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
              "| --- | " + " | ".join("---" for _ in shots) + " |"]
     for method, accs in rows:
         lines.append(f"| {method.label} | " + " | ".join(cell(accs[k]) for k in shots) + " |")
     # What the demo runs shorter than the papers, so nobody reads these as the papers' protocol.
-    lines += ["", f"Shortened for a 2-core machine: {args.test_per_class} of 1000 test images per class (--test-per-class); "
-              + (f"seed{'s' if len(args.seeds) > 1 else ''} {seeds} of the papers' 1 2 3 (--seeds)"
-                 if sorted(args.seeds) != [1, 2, 3] else "seeds 1 2 3, as the papers")
-              + "".join(f"; {m.shortened}" for m in METHODS if m.shortened) + "."]
+    shortened = (f"{args.test_per_class} of 1000 test images per class (--test-per-class); "
+                 + (f"seed{'s' if len(args.seeds) > 1 else ''} {seeds} of the papers' 1 2 3 (--seeds)"
+                    if sorted(args.seeds) != [1, 2, 3] else "seeds 1 2 3, as the papers")
+                 + "".join(f"; {m.shortened}" for m in resolved if m.shortened))
+    lines += ["", f"Shortened for a 2-core machine: {shortened}."]
     os.makedirs(args.output, exist_ok=True)
     figure = os.path.join(args.output, "results.png")
-    write_figure(rows, figure, title)
+    write_figure(rows, figure, figure_title,
+                 f"Backbone: {label}; {n_seeds}, error bars: ±1 std over seeds; {args.test_per_class * 10} test images. "
+                 f"Shortened: {shortened}.")
     lines += [f"Backbone: {backbone}", f"Figure: {figure}",
               f"Total time: {time.time() - start:.0f} s. Logs: {args.output}/*/*/seed*/log.txt"]
     table = "\n".join(lines)
