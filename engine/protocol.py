@@ -14,7 +14,11 @@ product. A trainer class declares it as a class attribute::
         )
 
 A trainer that declares nothing gets ``Protocol()``: its label is its name and it runs the only
-yaml of its config folder at every shot count.
+yaml of its config folder at every shot count. The declaration belongs to the class itself: a
+subclass that declares nothing does not inherit its parent's (it is another method).
+
+Variant ``flags``, ``opts`` and ``folder`` may name ``{alpha}`` (the protocol's ``extra["alpha"]``
+rule of the dataset) and ``{needs}`` (the file the producer named in ``needs`` writes).
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple, Union
@@ -32,6 +36,7 @@ class Variant:
     folder: str = ""                   # folder-name part that records those opts, e.g. "_nctx16_cscFalse_ctpend"
     label: str = ""                    # row label in tables/figures ("" = the protocol's label)
     needs: Tuple[str, ...] = ()        # methods whose runs must finish first (e.g. "StrongBase")
+    flags: Tuple[str, ...] = ()        # train.py flags of every call (before --backbone), e.g. --enhanced-base
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,50 @@ class Protocol:
     end_to_end: bool = False                         # changes the image tower: no feature cache
     extra: dict = field(default_factory=dict)        # anything else a planner rule of the method needs
     source: Optional[str] = None                     # where the published settings come from (paper/repo)
+    order: int = 1000                                # place in compare.sh's default list and the legend
+    default_grid: bool = True                        # in compare.sh's default --methods (when declared)
+
+
+def declared_protocol(cls):
+    """The protocol ``cls`` declares in its own body, or None (a subclass is another method)."""
+    value = vars(cls).get("protocol")
+    return value if isinstance(value, Protocol) else None
+
+
+def protocol_of(cls):
+    """The protocol of a trainer class: its own declaration, else ``Protocol()``."""
+    return declared_protocol(cls) or Protocol()
+
+
+def label_of(cls, variant=None):
+    """Row label of a trainer (and one of its variants) in tables and figures."""
+    protocol = protocol_of(cls)
+    if variant is not None and variant.label:
+        return variant.label
+    return protocol.label or cls.__name__
+
+
+# ---- shared per-shot rules that several methods declare ---------------------------------------
+
+# CoOp's per-shot schedule (COOP.md; CLIP-Adapter's repository runs CoOp's commands): 1 shot 50
+# epochs, 2 and 4 shots 100, 8 and 16 shots 200; ImageNet 50 at every shot count. As config
+# names: <family>_ep50, <family>_ep100, <family> (200).
+COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
+COOP_IMAGENET_EPOCHS = 50
+
+
+def coop_epochs(dataset, shots):
+    """CoOp's epochs for a run (the shot counts between the published ones take the lower rule)."""
+    if dataset == "imagenet" or shots <= 1:
+        return COOP_IMAGENET_EPOCHS
+    return 100 if shots <= 4 else 200
+
+
+def coop_schedule(dataset, shots, family):
+    """CoOp's config of (dataset, shots): rn50_ep50 / rn50_ep100 / rn50 (or vit_b16_...)."""
+    return family + {50: "_ep50", 100: "_ep100", 200: ""}[coop_epochs(dataset, shots)]
+
+
+def family_config(dataset, shots, family):
+    """One config per backbone family at every shot count (linear probe, zero-shot)."""
+    return family
