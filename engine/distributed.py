@@ -49,6 +49,18 @@ def _check_same_keys(keys):
                            "wrote the cache while they read it): run the same command again.")
 
 
+def training_batch_plan(keys, batch_size):
+    """How ``encode_views`` batches training keys: whole images (all their views from one decode),
+    ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
+    by_image = {}
+    for pos, (index, _) in enumerate(keys):
+        by_image.setdefault(index, []).append(pos)
+    groups = list(by_image.values())
+    per_batch = max(1, batch_size // max(len(g) for g in groups)) if groups else 1
+    batches = [[pos for g in groups[i:i + per_batch] for pos in g] for i in range(0, len(groups), per_batch)]
+    return batches, per_batch
+
+
 def encode_sharded(encode_views, encode, items, transform, keys, batch_size, num_workers, device, is_train,
                    **kwargs):
     """``encode_views(encode, items, transform, keys, batch_size, ...)`` spread over the ranks.
@@ -62,8 +74,6 @@ def encode_sharded(encode_views, encode, items, transform, keys, batch_size, num
     args = (num_workers, device, is_train)
     if not is_sharded():
         return encode_views(encode, items, transform, keys, batch_size, *args, **kwargs)
-    from .features import training_batch_plan  # noqa: PLC0415 - features imports this module
-
     world, rank = dist.get_world_size(), dist.get_rank()
     _check_same_keys(keys)
     if is_train:
@@ -98,19 +108,6 @@ def init_from_env(use_cuda=True):
     return dist.get_rank(), dist.get_world_size()
 
 
-def extract_features(trainer):
-    """Fill the cache with every split a run of ``trainer`` reads (train views, val, test)."""
-    from .features import CachedFeatureLoader  # noqa: PLC0415 - features imports this module
-
-    seen = set()
-    for loader in (trainer.train_loader_x, trainer.val_loader, trainer.test_loader):
-        if isinstance(loader, CachedFeatureLoader) and id(loader) not in seen:
-            seen.add(id(loader))
-            loader.all_features()
-    if not seen:
-        logger.warning("FEATURE_CACHE.ENABLED is False: there is nothing to extract")
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("extract", "train"):
@@ -119,10 +116,11 @@ def main(argv=None):
     mode, rest = argv[0], argv[1:]
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # before the slow imports below
         init_from_env()
-    import train  # noqa: PLC0415 - the repository root is on sys.path under `-m`
+    from . import launch  # noqa: PLC0415 - the setup train.py runs (config, trainer folders)
+    from .features import extract_features  # noqa: PLC0415 - features imports this module
     from .trainer import build_trainer  # noqa: PLC0415
 
-    cfg = train.setup_cfg(train.build_parser().parse_args(rest))
+    _, cfg = launch.setup(rest)
     rank, world = init_from_env(cfg.USE_CUDA)
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
@@ -135,9 +133,9 @@ def main(argv=None):
         dist.destroy_process_group()
     if rank == 0:
         logger.info("Feature extraction on %d processes done", world)
-        logging.getLogger().removeHandler(console)  # train.main sets up its own log.txt + console
+        logging.getLogger().removeHandler(console)  # launch.main sets up its own log.txt + console
         if mode == "train":  # the tiny residual trains on one process, from the warm cache
-            train.main(rest)
+            launch.main(rest)
 
 
 if __name__ == "__main__":

@@ -178,18 +178,6 @@ def _cat_views(samples):
     return {"img": torch.cat([sample["img"] for sample in samples])}
 
 
-def training_batch_plan(keys, batch_size):
-    """How ``encode_views`` batches training keys: whole images (all their views from one decode),
-    ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
-    by_image = {}
-    for pos, (index, _) in enumerate(keys):
-        by_image.setdefault(index, []).append(pos)
-    groups = list(by_image.values())
-    per_batch = max(1, batch_size // max(len(g) for g in groups)) if groups else 1
-    batches = [[pos for g in groups[i:i + per_batch] for pos in g] for i in range(0, len(groups), per_batch)]
-    return batches, per_batch
-
-
 def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
                  desc="images", per_batch=None):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
@@ -469,3 +457,14 @@ class FeatureSource:
         same_as_test = val_items is not None and [d.impath for d in val_items] == [d.impath for d in test_items]
         val = test if same_as_test else self.loader("val", val_loader)
         return train, val, test
+
+
+def extract_features(trainer):
+    """Fill the cache with every split a run of ``trainer`` reads (train views, val, test)."""
+    seen = set()
+    for loader in (trainer.train_loader_x, trainer.val_loader, trainer.test_loader):
+        if isinstance(loader, CachedFeatureLoader) and id(loader) not in seen:
+            seen.add(id(loader))
+            loader.all_features()
+    if not seen:
+        logger.warning("FEATURE_CACHE.ENABLED is False: there is nothing to extract")

@@ -20,6 +20,7 @@ subclass that declares nothing does not inherit its parent's (it is another meth
 Variant ``flags``, ``opts`` and ``folder`` may name ``{alpha}`` (the protocol's ``extra["alpha"]``
 rule of the dataset) and ``{needs}`` (the file the producer named in ``needs`` writes).
 """
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple, Union
 
@@ -75,6 +76,18 @@ def label_of(cls, variant=None):
     return protocol.label or cls.__name__
 
 
+def backbone_tag(name):
+    """Short backbone name used in folder names: RN50 -> rn50, ViT-B/16 -> vitb16, a weights file -> its stem."""
+    base = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
+    return base.lower().replace("/", "").replace("-", "").replace("@", "")
+
+
+def family_of(backbone):
+    """CoOp's config family of a backbone: its ViT-B/16 configs for ViT-B/16, the RN50 ones otherwise
+    (the input pipeline is the same; --backbone sets the model either way)."""
+    return "vit_b16" if backbone_tag(backbone) == "vitb16" else "rn50"
+
+
 # ---- shared per-shot rules that several methods declare ---------------------------------------
 
 # CoOp's per-shot schedule (COOP.md; CLIP-Adapter's repository runs CoOp's commands): 1 shot 50
@@ -99,3 +112,51 @@ def coop_schedule(dataset, shots, family):
 def family_config(dataset, shots, family):
     """One config per backbone family at every shot count (linear probe, zero-shot)."""
     return family
+
+
+def _matches(template, value, alpha=None):
+    if template == "{needs}":
+        return str(value).lower() != "none"
+    if template == "{alpha}":
+        return alpha is None or _same_number(value, alpha)
+    return str(template) == str(value)
+
+
+def _same_number(a, b):
+    try:
+        return abs(float(a) - float(b)) < 1e-9
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def run_variant(protocol, opts, flags, dataset=""):
+    """The variant of ``protocol`` a run is (its opts ``KEY VALUE ...`` and train.py ``flags``
+    {"--enhanced-base": value} hold every opt and flag of the variant), and whether it used the
+    variant's published values (``{alpha}`` as the protocol's ``extra["alpha"]`` rule gives it).
+    Returns (variant or None, published)."""
+    pairs = dict(zip(opts[::2], opts[1::2]))
+    rule = protocol.extra.get("alpha")
+    alpha = rule(dataset) if rule and dataset else None
+    best, published = None, False
+    for variant in protocol.variants:
+        wanted = list(zip(variant.opts[::2], variant.opts[1::2]))
+        given = list(zip(variant.flags[::2], variant.flags[1::2]))
+        if not all(key in pairs and _matches(value, pairs[key]) for key, value in wanted):
+            continue
+        if not all(_matches(value, flags.get(flag, "none")) for flag, value in given):
+            continue
+        if best is None or len(wanted) + len(given) > len(best.opts) // 2 + len(best.flags) // 2:
+            best = variant
+            published = all(_matches(value, pairs[key], alpha) for key, value in wanted)
+    return best, published
+
+
+def config_rule_stem(protocol, dataset, shots, family):
+    """The config stem the protocol publishes for (dataset, shots, family), or None without a rule."""
+    rule = protocol.config
+    if callable(rule):
+        try:
+            return rule(dataset, shots, family)
+        except (KeyError, ValueError):
+            return None
+    return rule or None

@@ -28,8 +28,9 @@ import train  # noqa: E402
 from clip import weights as clip_weights  # noqa: E402
 from engine.utils import close_logger  # noqa: E402
 from scripts import summarize  # noqa: E402
-from trainers import method_rules  # noqa: E402
+from engine.protocol import coop_epochs, coop_schedule  # noqa: E402
 from trainers.strong_base import strong_base_path  # noqa: E402
+from trainers.taskres import taskres_schedule  # noqa: E402
 from scripts.micro_clip import ensure_micro_clip, recipe_hash  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,16 +39,14 @@ TRAINER_CONFIGS = os.path.join(ROOT, "configs", "trainers")
 
 
 def taskres_config(shots):
-    """TaskRes' published rule: 100 epochs up to 4 shots, 200 above."""
-    name = "adam_lr2e-3_B256_ep100.yaml" if shots <= 4 else "adam_lr2e-3_B256_ep200.yaml"
-    return os.path.join(TRAINER_CONFIGS, "TaskRes", name)
+    """TaskRes' declared rule (its protocol): 100 epochs up to 4 shots, 200 above."""
+    return os.path.join(TRAINER_CONFIGS, "TaskRes", taskres_schedule("fashion_mnist", shots) + ".yaml")
 
 
 def coop_schedule_config(trainer):
     """CoOp's per-shot schedule (CLIP-Adapter runs with it too): rn50_ep50 / rn50_ep100 / rn50."""
     def config(shots):
-        suffix = {50: "_ep50", 100: "_ep100", 200: ""}[method_rules.coop_epochs("fashion_mnist", shots)]
-        return os.path.join(TRAINER_CONFIGS, trainer, f"rn50{suffix}.yaml")
+        return os.path.join(TRAINER_CONFIGS, trainer, coop_schedule("fashion_mnist", shots, "rn50") + ".yaml")
     return config
 
 
@@ -62,7 +61,7 @@ COOP_EPOCH_SHARE = 5
 
 
 def coop_opts(shots):
-    return ("OPTIM.MAX_EPOCH", str(method_rules.coop_epochs("fashion_mnist", shots) // COOP_EPOCH_SHARE))
+    return ("OPTIM.MAX_EPOCH", str(coop_epochs("fashion_mnist", shots) // COOP_EPOCH_SHARE))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from engine.protocol import backbone_tag, family_of  # noqa: E402, F401 - the strong_base/ writers' tag rule
 from scripts import run_jobs  # noqa: E402
 from scripts.run_jobs import Run  # noqa: E402
 
@@ -59,19 +60,6 @@ class PlanError(Exception):
 
 
 # ---- small rules ------------------------------------------------------------------------------
-
-def backbone_tag(name):
-    """RN50 -> rn50, ViT-B/16 -> vitb16, a weights file -> its stem (as trainers/clip_trainer.py names
-    the strong_base/ files: the same rule, so the planner finds them)."""
-    base = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
-    return base.lower().replace("/", "").replace("-", "").replace("@", "")
-
-
-def family_of(backbone):
-    """CoOp's config family of a backbone: its ViT-B/16 configs for ViT-B/16, the RN50 ones otherwise
-    (the input pipeline is the same; --backbone sets the model either way)."""
-    return "vit_b16" if backbone_tag(backbone) == "vitb16" else "rn50"
-
 
 _yaml_cache = {}
 
@@ -150,12 +138,10 @@ class Method:
     def config_dir(self):
         """Where its yaml files live: configs/<Trainer>/ beside a trainer file outside the checkout,
         else configs/trainers/<config_dir or Trainer>/ (paths relative to the repository root)."""
-        module = sys.modules.get(self.cls.__module__)
-        here = os.path.dirname(os.path.abspath(getattr(module, "__file__", "") or ROOT))
-        beside = os.path.join(here, "configs", self.trainer)
-        if not here.startswith(os.path.join(ROOT, "")) and os.path.isdir(beside):
-            return beside
-        return f"configs/trainers/{self.protocol.config_dir or self.trainer}"
+        from engine.listing import config_folder
+
+        folder = config_folder(self.cls)
+        return os.path.relpath(folder, ROOT) if folder.startswith(os.path.join(ROOT, "")) else folder
 
     def config_stem(self, dataset, shots, family):
         rule = self.protocol.config
@@ -193,6 +179,13 @@ def comparison_methods():
             entries.append((0 if declared else 1, protocol.order, cli, Method(cli, cls, variant), declared))
     entries.sort(key=lambda e: e[:3])
     return {cli: method for _, _, cli, method, _ in entries}, [cli for _, _, cli, _, d in entries if d]
+
+
+def config_file(trainer, dataset, shots, backbone=COMPARE_BACKBONE):
+    """The trainer config (a path relative to the repository) of a comparison run of ``trainer``,
+    from its declared protocol."""
+    load_trainers(())
+    return comparison_methods()[0][trainer].config_file(dataset, shots, family_of(backbone))
 
 
 def load_trainers(dirs):
@@ -376,9 +369,6 @@ class Planner:
             return
         self.runs.append(Run(label=label, argv=[str(a) for a in argv], out_dir=out_dir, stage=stage,
                              requires=tuple(requires), writes=writes))
-
-    def train_py(self, trainer, *flags):
-        return [self.o.python, "train.py", "--root", self.o.data, *flags[:0]]
 
     def cfg_file(self, folder, stem):
         """A config name that must exist (a typo ends the workflow with the names there)."""

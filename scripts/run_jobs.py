@@ -32,7 +32,7 @@ from typing import Optional, Tuple
 
 logger = logging.getLogger("run_jobs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESUME = "stopped: finished runs are kept; run the same command again to resume"
+RESUME = "interrupted: the sweep stopped; finished runs are kept, run the same command again to resume"
 # exit statuses that mean "interrupted", not "failed": SIGINT / SIGTERM as a signal or as 128 + n
 STOP_CODES = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
@@ -107,7 +107,6 @@ class Sweep:
     def ended(self, run, rc, where=""):
         if rc in STOP_CODES:
             self.stop(130 if rc in (130, -signal.SIGINT) else 143)
-            logger.info("interrupted (exit %d): %s", rc, run.label)
             return
         if rc:
             logger.info("FAILED (exit %d): %s%s", rc, run.label, where)

@@ -4,11 +4,12 @@ import csv
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
 from test_results import PNG_MAGIC, eval_log, train_log, write
-from test_scripts import Cmd
+from test_scripts import Cmd, planned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("summarize_cmp", os.path.join(ROOT, "scripts", "summarize.py"))
@@ -22,15 +23,14 @@ COOP_VARIANT = "nctx16_cscFalse_ctpend"
 
 def compare(*args, env=None):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
-    full_env.update({"DATA": "/datasets", **(env or {})})
+    full_env.update({"DATA": "/datasets", "TR_RUNNER_PYTHON": sys.executable, **(env or {})})
     return subprocess.run(["bash", os.path.join(ROOT, "compare.sh"), *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, timeout=120)
 
 
 def dry(*args, env=None):
-    proc = compare("--dry-run", *args, env={"PYTHON": "false", **(env or {})})
-    assert proc.returncode == 0, proc.stderr
-    return [Cmd(line) for line in proc.stdout.splitlines()]
+    return [Cmd(line) for line in planned("compare.sh", *args, env={"DATA": "/datasets", "PYTHON": "false",
+                                                                     **(env or {})})]
 
 
 # ---------------------------------------------------------------- compare.sh
