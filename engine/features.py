@@ -198,7 +198,7 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             by_image.setdefault(index, []).append((pos, view))
         views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
         if per_batch is None:
-            per_batch = training_batch_plan(keys, batch_size)[1]
+            per_batch = distributed.training_batch_plan(keys, batch_size)[1]
         loader = DataLoader(
             _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
             num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)

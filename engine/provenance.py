@@ -112,6 +112,11 @@ def describe_method(cfg, args, trainer_cls):
     family = family_of(cfg.MODEL.BACKBONE.NAME)
     shots = cfg.DATASET.NUM_SHOTS if protocol.trains else 1
     rule = config_rule_stem(protocol, dataset, shots, family)
+    config_file = getattr(args, "config_file", "") or ""
+    if protocol.config is None and config_file:  # Protocol(): the only yaml of its config folder
+        folder = os.path.dirname(os.path.abspath(config_file))
+        if [n for n in os.listdir(folder) if n.endswith(".yaml")] == [os.path.basename(config_file)]:
+            rule = _stem(config_file)
     standard = bool(variant is not None and published and rule == _stem(getattr(args, "config_file", ""))
                     and cfg.FEATURE_CACHE.TRAIN_VIEWS == get_cfg_default().FEATURE_CACHE.TRAIN_VIEWS)
     return method, label, protocol.order, standard
