@@ -19,6 +19,7 @@ from . import TRAINER_REGISTRY, build_trainer
 from .config import check_cfg, get_cfg_default, merge_from_file, merge_from_list
 from .errors import UserError
 from .provenance import RunRecord
+from .trackers import Trackers
 from .trainer import trainer_group
 from .utils import set_random_seed, setup_logger
 from .utils.io import atomic_write_text
@@ -235,6 +236,7 @@ def main(argv=None):
         record = RunRecord(cfg, args, trainer_cls)
         record.set_device(getattr(trainer, "device", "cpu"))
         status = "failed"
+        trainer.trackers = Trackers(cfg)  # none unless TRACKING.MLFLOW / TRACKING.WANDB
         try:
             if args.eval_only:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -255,6 +257,7 @@ def main(argv=None):
         finally:
             if os.path.exists(record.path):  # started: the run's folder says how it ended
                 record.end(status)
+            trainer.trackers.finish(record.path, status)
         return trainer
 
 

@@ -260,9 +260,13 @@ class TrainerBase:
             self._writer.close()
             self._writer = None
 
+    trackers = None  # engine.trackers.Trackers of the run (MLflow, W&B), set by engine/launch.py
+
     def write_scalar(self, tag, scalar_value, global_step=None):
         if self._writer is not None:
             self._writer.add_scalar(tag, scalar_value, global_step)
+        if self.trackers:
+            self.trackers.log_metric(tag, scalar_value, global_step)
 
 
 class SimpleTrainer(TrainerBase):
