@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
-from . import distributed
+from . import sharding
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.transforms import transform_signature
 from .errors import ConfigError
@@ -198,7 +198,7 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             by_image.setdefault(index, []).append((pos, view))
         views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
         if per_batch is None:
-            per_batch = distributed.training_batch_plan(keys, batch_size)[1]
+            per_batch = sharding.training_batch_plan(keys, batch_size)[1]
         loader = DataLoader(
             _ViewsOfImage(items, worker_tfm, views, root, seed), batch_size=per_batch, sampler=list(by_image),
             num_workers=num_workers, pin_memory=cuda, drop_last=False, collate_fn=_cat_views)
@@ -295,7 +295,7 @@ class FeatureStore:
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
             start = time.perf_counter()
             # under torchrun each rank encodes a share and gets all rows back (engine/distributed.py)
-            encoded = distributed.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
+            encoded = sharding.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
                                                  num_workers, device, is_train, root=root, seed=seed, desc=group)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
@@ -303,7 +303,7 @@ class FeatureStore:
             for (i, _, v), feat in zip(missing, encoded.to(dtype)):
                 new_rows[v][img_keys[i]] = feat
                 per_view[v][img_keys[i]] = feat
-            if self.enabled and distributed.is_writer():
+            if self.enabled and sharding.is_writer():
                 for v, view in enumerate(views):
                     if new_rows[v]:
                         self._merge_write(self.bundle_path(encoder_key, transform_key, view, group), new_rows[v])

@@ -778,12 +778,18 @@ def plan_mvlpt_mt(o):
         o, 4, "main_mt_coopdata_cut.sh", "TRAINER CFG NCTX SHOTS")
     sources = class_list(o.datasets if "datasets" in o.values else mv["sources"])
     run = f"{o.output}/{sources}/MVLPT/{kind}/{cfg}{tag}_{shots}shots/{mv['setting'].format(nctx=nctx)}"
-    for seed in o.seeds:
+    return _mvlpt_seed_runs(p, f"MVLPT {kind} source {shots}-shot seed{{seed}}", run, cfg, sources, shots,
+                            ["--multi-task", *backbone, *opts])
+
+
+def _mvlpt_seed_runs(p, label, run, cfg, dataset, shots, rest):
+    """One MVLPT run per seed into <run>/seed<S>; ``rest``: the flags and opts after --dataset-coop."""
+    for seed in p.o.seeds:
         out = f"{run}/seed{seed}"
-        p.add(f"MVLPT {kind} source {shots}-shot seed{seed} -> {out}",
-              [o.python, "train.py", "--root", o.data, "--seed", seed, "--trainer", "MVLPT", *p.trainer_flags,
-               "--config-file", f"configs/trainers/MVLPT/{cfg}.yaml", "--output-dir", out, "--dataset", sources,
-               "--shots", shots, "--dataset-coop", "--multi-task", *backbone, *opts, *o.extra_opts], out)
+        p.add(f"{label.replace('{seed}', str(seed))} -> {out}",
+              [p.o.python, "train.py", "--root", p.o.data, "--seed", seed, "--trainer", "MVLPT", *p.trainer_flags,
+               "--config-file", f"configs/trainers/MVLPT/{cfg}.yaml", "--output-dir", out, "--dataset", dataset,
+               "--shots", shots, "--dataset-coop", *rest, *p.o.extra_opts], out)
     return p.runs
 
 
@@ -814,17 +820,12 @@ def plan_mvlpt_single(o):
                   "or pass --model-dir DIR or --scratch")
         init = ["--model-dir", model_dir]
         # named by the source's path below OUTPUT when it lies there, so a moved OUTPUT keeps its names
-        out_abs = os.path.abspath(o.output)
+        out_abs = os.path.join(ROOT, o.output)  # OUTPUT is absolute, or relative to the repository root
         below = model_dir[len(out_abs) + 1:] if model_dir.startswith(out_abs + "/") else model_dir
         src = "src" + hashlib.sha1(below.encode()).hexdigest()[:8]
     run = f"{o.output}/{target}/MVLPT/{kind}/{cfg}{tag}_{shots}shots/{mv['setting'].format(nctx=nctx)}_init-{src}"
-    for seed in o.seeds:
-        out = f"{run}/seed{seed}"
-        p.add(f"MVLPT {kind} target {target} {shots}-shot seed{seed} (init: {model_dir or 'scratch'}) -> {out}",
-              [o.python, "train.py", "--root", o.data, "--seed", seed, "--trainer", "MVLPT", *p.trainer_flags,
-               "--config-file", f"configs/trainers/MVLPT/{cfg}.yaml", "--output-dir", out, "--dataset", target,
-               "--shots", shots, "--dataset-coop", *init, *backbone, *opts, *o.extra_opts], out)
-    return p.runs
+    return _mvlpt_seed_runs(p, f"MVLPT {kind} target {target} {shots}-shot seed{{seed}} (init: "
+                               f"{model_dir or 'scratch'})", run, cfg, target, shots, [*init, *backbone, *opts])
 
 
 PARALLEL = "jobs gpus submit submit-opts dry-run"

@@ -6,12 +6,22 @@ RowTuning``, scripts/summarize.py (its row in the tables, its curve in the figur
 run.json) and torchrun extraction (engine/distributed.py sets up as train.py does)."""
 import json
 import os
+import textwrap
 import subprocess
 import sys
 
 import pytest
 
 from helpers import ROOT, make_image_folder, tiny_clip, write_tiny_config
+
+def docstring_example():
+    """The method code of FrozenCLIPTrainer's docstring, as it stands there (dedented)."""
+    from trainers.clip_trainer import FrozenCLIPTrainer
+
+    doc = FrozenCLIPTrainer.__doc__
+    block = doc.split("(the whole method, ~30 lines)::", 1)[1].split("\n    with its config group", 1)[0]
+    return textwrap.dedent(block).strip() + "\n"
+
 
 ROW_TUNING = '''
 """RowTuning: the zero-shot classifier rows, tuned (FrozenCLIPTrainer's docstring example)."""
@@ -30,34 +40,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.RowTuning.PREC = "fp32"
 
 
-class TunedRows(nn.Module):  # the head: zero-shot classifier rows, tuned
-    def __init__(self, text_features, logit_scale):
-        super().__init__()
-        self.weight = nn.Parameter(text_features.float().clone())
-        self.register_buffer("logit_scale", logit_scale.detach().clone())
-
-    def forward(self, image_features):
-        return cosine_logits(image_features.float(), self.weight, self.logit_scale)
-
-
-@TRAINER_REGISTRY.register()
-class RowTuning(FrozenCLIPTrainer):
-    def build_head(self, clip_model):
-        text = prompt_features(clip_model, self.dm.dataset.classnames, ["a photo of a {}."])[0]
-        return TunedRows(text, clip_model.logit_scale)
-
-    def trainable_modules(self):
-        return {"head": self.model}       # checkpoints in <OUTPUT_DIR>/head/
-
-    def forward_backward(self, batch):
-        inputs, label = self.parse_batch_train(batch)
-        output = self.model(self.image_features(inputs))
-        loss = F.cross_entropy(output, label)
-        self.model_backward_and_update(loss)
-        if self.batch_idx + 1 == self.num_batches:
-            self.update_lr()                # Dassl: the trainer steps the LR at its last batch
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-'''
+''' + docstring_example()
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,16 @@ def test_bash_entry_point_prints_the_planned_commands(tmp_path):
                           text=True, env=env, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert [shlex.split(line) for line in proc.stdout.splitlines()] == [shlex.split(x) for x in BASELINE[case[0]]]
+
+
+def test_readme_dry_run_lines_work_as_written_without_data():
+    """README's `... --dry-run` lines (issue 20: they failed with "no dataset root")."""
+    lines = [line.split("#")[0].strip() for line in open(os.path.join(ROOT, "README.md"))
+             if line.startswith("bash ") and "--dry-run" in line and "DATA=" not in line]
+    assert len(lines) >= 2, lines
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
+    env.update(TR_RUNNER_PYTHON=sys.executable, PYTHON="false")
+    for line in lines:
+        proc = subprocess.run(shlex.split(line), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (line, proc.stderr)
+        assert proc.stdout and all("--root '<DATA>'" in c or "--root <DATA>" in c for c in proc.stdout.splitlines())
