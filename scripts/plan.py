@@ -326,7 +326,6 @@ class Options:
         self.output = os.path.abspath(output) if output else "output"
         sbroot = self.get("strong-base-root") or env.get("STRONG_BASE", "")
         self.strong_base_root = os.path.abspath(sbroot) if sbroot else "strong_base"
-        self.caller_cwd = os.getcwd()
         self.python = resolve_python(env)
 
     def no_positional(self):

@@ -582,7 +582,7 @@ for _ in $(seq 600); do sleep 0.1; done
 """
 
 
-def start_sweep(tmp_path, mode=""):
+def start_sweep(tmp_path, mode="", *options):
     fake = tmp_path / "fake_python"
     fake.write_text(SIGNAL_PYTHON)
     fake.chmod(0o755)
@@ -591,7 +591,7 @@ def start_sweep(tmp_path, mode=""):
                OUTPUT=str(tmp_path / "out"), FAKE_LOG=str(tmp_path / "calls.log"), FAKE_MARK=str(tmp_path / "mark"),
                FAKE_MODE=mode)
     proc = subprocess.Popen(["bash", os.path.join(ROOT, "train_regular.sh"), "--datasets", "dtd", "--shots", "1",
-                             "--seeds", "1 2 3"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             "--seeds", "1 2 3", *options], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     return proc
 
@@ -617,6 +617,16 @@ def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_on_resuming(tmp_path, h
     assert len((tmp_path / "calls.log").read_text().splitlines()) == 1  # seeds 2 and 3 never started
     lines = [line for line in err.splitlines() if "run the same command again to resume" in line]
     assert len(lines) == 1 and "FAILED" not in err, err
+
+
+def test_ctrl_c_stops_runs_side_by_side_and_starts_no_more(tmp_path):
+    proc = start_sweep(tmp_path, "", "--jobs", "2")
+    wait_for(tmp_path / "mark", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len((tmp_path / "calls.log").read_text().splitlines()) <= 2  # seed 3 never started
+    assert "run the same command again to resume" in err and "FAILED" not in err
 
 
 def test_a_run_that_dies_by_sigint_stops_the_sweep(tmp_path):
