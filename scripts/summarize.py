@@ -247,6 +247,20 @@ def _kind(record, seed):
     return "base" if record.get("subsample_classes") == "base" else "train"
 
 
+def _json_seeds(run_dir):
+    """{seed: accuracy} of the finished seed<S>/ folders of a run that hold run.json."""
+    seeds = {}
+    for sub in _listdirs(run_dir):
+        match = SEED_RE.match(sub)
+        record = _load_json(os.path.join(run_dir, sub, RUN_JSON)) if match and os.path.isfile(
+            os.path.join(run_dir, sub, RUN_JSON)) else None
+        if record and record.get("status", "finished") == "finished":
+            accuracy = _accuracy(record, os.path.join(run_dir, sub))
+            if accuracy is not None:
+                seeds[int(match.group(1))] = accuracy
+    return seeds
+
+
 def _run_json_runs(root):
     """Runs of the folders holding run.json: one Run per run folder (its seed<S>/ folders, or the
     folder itself for a seedless run), grouped by (kind, dataset, method, backbone, folder)."""
@@ -785,7 +799,7 @@ def collect_mvlpt(root):
                     continue
                 for setting in _listdirs(os.path.join(top, kind, cfg_shots)):
                     path = os.path.join(top, kind, cfg_shots, setting)
-                    seeds = _read_seeds(path, test_log=False)
+                    seeds = {**_read_seeds(path, test_log=False), **_json_seeds(path)}
                     seeds.pop(0, None)  # a seed-averaged prompt's folder holds no test of its own
                     if seeds:
                         runs.append(MvlptRun(dataset, kind, match["cfg"], int(match["shots"]), setting, seeds))
