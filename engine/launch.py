@@ -194,10 +194,15 @@ def check_eval_only(args, trainer_cls, trainer=None):
                         "pass the output folder of the training run to evaluate.")
 
 
+def load_trainer_folders(dirs=()):
+    """Register the datasets and trainers: ours, $TASKRES_TRAINER_DIRS' and those of ``dirs``."""
+    trainers = plugins()
+    trainers.load_trainer_dirs(trainers.trainer_dirs_from_env() + list(dirs))
+
+
 def load_trainer_dirs(args):
     """Import the trainer folders of --trainer-dir and $TASKRES_TRAINER_DIRS."""
-    trainers = plugins()
-    trainers.load_trainer_dirs(trainers.trainer_dirs_from_env() + list(args.trainer_dir))
+    load_trainer_folders(args.trainer_dir)
 
 
 def setup(argv=None):

@@ -189,10 +189,10 @@ def config_file(trainer, dataset, shots, backbone=COMPARE_BACKBONE):
 
 
 def load_trainers(dirs):
-    """Register our trainers and those of --trainer-dir / $TASKRES_TRAINER_DIRS."""
-    import trainers
+    """Register our trainers and those of --trainer-dir / $TASKRES_TRAINER_DIRS (train.py's setup)."""
+    from engine.launch import load_trainer_folders
 
-    trainers.load_trainer_dirs(trainers.trainer_dirs_from_env() + list(dirs))
+    load_trainer_folders(dirs)
 
 
 # ---- options ----------------------------------------------------------------------------------
