@@ -20,6 +20,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)
 
+# the optional trackers (MLflow, W&B): the tests cover them, the demo does not need them
+TRACKERS_STAMP := $(VENV)/.trackers-installed
+$(TRACKERS_STAMP): requirements-trackers.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-trackers.txt
+	@touch $(TRACKERS_STAMP)
+
 fashion-mnist:
 	@if [ ! -f $(FMNIST) ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
@@ -32,7 +38,7 @@ fashion-mnist:
 demo: setup fashion-mnist
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-test: setup fashion-mnist
+test: setup $(TRACKERS_STAMP) fashion-mnist
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 clean-venv:

@@ -178,6 +178,18 @@ _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
 _C.TEST.ALLOW_VAL_IS_TEST = False
 
 ###########################
+# Experiment trackers beside tensorboard (ours, optional packages: requirements-trackers.txt), engine/trackers.py
+###########################
+_C.TRACKING = CN()
+_C.TRACKING.MLFLOW = False  # MLflow: params, metrics, run.json as an artifact
+_C.TRACKING.MLFLOW_URI = ""  # empty -> file:<OUTPUT_DIR>/../mlruns (a local store: mlflow ui --backend-store-uri ...)
+_C.TRACKING.MLFLOW_EXPERIMENT = "taskres"
+_C.TRACKING.WANDB = False  # Weights & Biases
+_C.TRACKING.WANDB_MODE = "offline"  # offline (wandb sync uploads later) | online | disabled
+_C.TRACKING.WANDB_DIR = ""  # empty -> OUTPUT_DIR
+_C.TRACKING.WANDB_PROJECT = "taskres"
+
+###########################
 # Feature cache (ours): frozen-encoder features computed once, see engine/features.py
 ###########################
 _C.FEATURE_CACHE = CN()

@@ -13,9 +13,8 @@ build. Training the residual stays on one process.
 
 One process per GPU (NCCL; rank r uses GPU LOCAL_RANK); without CUDA (or with ``USE_CUDA
 False``) the ranks use gloo on the CPU. engine/features.py calls ``encode_sharded`` where it
-encodes and ``is_writer`` before it writes; outside torchrun both are no-ops.
+encodes and ``is_writer`` before it writes (engine/sharding.py); outside torchrun both are no-ops.
 """
-import hashlib
 import logging
 import os
 import sys
@@ -24,66 +23,9 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .sharding import encode_sharded, is_sharded, is_writer, training_batch_plan  # noqa: F401 - its API, as before
 
 logger = logging.getLogger(__name__)
-
-
-def is_sharded():
-    """True inside an initialised process group of more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def is_writer():
-    """Whether this process writes cache bundles: rank 0 of a group, or a lone process."""
-    return not is_sharded() or dist.get_rank() == 0
-
-
-def _check_same_keys(keys):
-    # Every rank must ask for the same views, or the gather below pairs the wrong rows.
-    # They differ only when another process wrote the bundle between the ranks' reads.
-    digest = hashlib.sha1(repr(keys).encode()).hexdigest()
-    digests = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, digest)
-    if len(set(digests)) > 1:
-        raise RuntimeError("The ranks disagree on which image views the feature cache lacks (another process "
-                           "wrote the cache while they read it): run the same command again.")
-
-
-def encode_sharded(encode_views, encode, items, transform, keys, batch_size, num_workers, device, is_train,
-                   **kwargs):
-    """``encode_views(encode, items, transform, keys, batch_size, ...)`` spread over the ranks.
-
-    ``keys`` is cut into the batches a single process would form (whole images with all their
-    views for training, see ``training_batch_plan``), and rank r encodes batches r, r+W, r+2W, ...:
-    each batch goes through the encoder exactly as in a single-process build, so the features
-    match bit for bit (another batching could change the last bits of a float). Every rank
-    returns all features, in the order of ``keys``.
-    """
-    args = (num_workers, device, is_train)
-    if not is_sharded():
-        return encode_views(encode, items, transform, keys, batch_size, *args, **kwargs)
-    from .features import training_batch_plan  # noqa: PLC0415 - features imports this module
-
-    world, rank = dist.get_world_size(), dist.get_rank()
-    _check_same_keys(keys)
-    if is_train:
-        batches, per_batch = training_batch_plan(keys, batch_size)
-        kwargs["per_batch"] = per_batch
-    else:
-        batches = [list(range(i, min(i + batch_size, len(keys)))) for i in range(0, len(keys), batch_size)]
-    owned = [[pos for batch in batches[r::world] for pos in batch] for r in range(world)]
-    logger.info("Rank %d/%d encodes %d of %d image views", rank, world, len(owned[rank]), len(keys))
-    mine = [keys[pos] for pos in owned[rank]]
-    local = encode_views(encode, items, transform, mine, batch_size, *args, **kwargs) if mine else None
-    gathered = [None] * world
-    dist.all_gather_object(gathered, local)  # CPU tensors: encode_views returns its result on the CPU
-    parts = [(owned[r], gathered[r]) for r in range(world) if owned[r]]
-    if not parts:
-        return torch.empty(0)
-    out = torch.empty(len(keys), parts[0][1].shape[1], dtype=parts[0][1].dtype)
-    for positions, feats in parts:
-        out[torch.tensor(positions)] = feats
-    return out
 
 
 def init_from_env(use_cuda=True):
@@ -98,19 +40,6 @@ def init_from_env(use_cuda=True):
     return dist.get_rank(), dist.get_world_size()
 
 
-def extract_features(trainer):
-    """Fill the cache with every split a run of ``trainer`` reads (train views, val, test)."""
-    from .features import CachedFeatureLoader  # noqa: PLC0415 - features imports this module
-
-    seen = set()
-    for loader in (trainer.train_loader_x, trainer.val_loader, trainer.test_loader):
-        if isinstance(loader, CachedFeatureLoader) and id(loader) not in seen:
-            seen.add(id(loader))
-            loader.all_features()
-    if not seen:
-        logger.warning("FEATURE_CACHE.ENABLED is False: there is nothing to extract")
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("extract", "train"):
@@ -119,11 +48,11 @@ def main(argv=None):
     mode, rest = argv[0], argv[1:]
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # before the slow imports below
         init_from_env()
-    import train  # noqa: PLC0415 - the repository root is on sys.path under `-m`
+    from . import launch  # noqa: PLC0415 - the setup train.py runs (config, trainer folders)
+    from .features import extract_features  # noqa: PLC0415 - a slow import, after the launcher check
     from .trainer import build_trainer  # noqa: PLC0415
 
-    args = train.build_parser().parse_args(rest)
-    cfg = train.setup_cfg(args)
+    args, cfg = launch.setup(rest)
     if args.drawn_seed is not None and args.drawn_seed[0] == "drawn":  # each process would draw its own
         raise UserError("engine.distributed needs a fixed seed (SEED is negative, so every process would draw "
                         "its own): pass --seed N.")
@@ -139,9 +68,9 @@ def main(argv=None):
         dist.destroy_process_group()
     if rank == 0:
         logger.info("Feature extraction on %d processes done", world)
-        logging.getLogger().removeHandler(console)  # train.main sets up its own log.txt + console
+        logging.getLogger().removeHandler(console)  # launch.main sets up its own log.txt + console
         if mode == "train":  # the tiny residual trains on one process, from the warm cache
-            train.main(rest)
+            launch.main(rest)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import read_file
 from torchvision.transforms import Compose, Normalize, PILToTensor, ToTensor
 
-from . import distributed
+from . import sharding
 from .data.data_manager import DatasetWrapper, relative_impath, view_seed
 from .data.device_decode import DevicePipeline, decode_images, resolve_decode
 from .data.transforms import transform_signature
@@ -241,18 +241,6 @@ def _device_batches(loader, pipeline, views, device, root, seed, is_train):
         yield {"img": torch.cat(out)}
 
 
-def training_batch_plan(keys, batch_size):
-    """How ``encode_views`` batches training keys: whole images (all their views from one decode),
-    ``per_batch`` images a batch. Returns (batches as lists of positions in ``keys``, per_batch)."""
-    by_image = {}
-    for pos, (index, _) in enumerate(keys):
-        by_image.setdefault(index, []).append(pos)
-    groups = list(by_image.values())
-    per_batch = max(1, batch_size // max(len(g) for g in groups)) if groups else 1
-    batches = [[pos for g in groups[i:i + per_batch] for pos in g] for i in range(0, len(groups), per_batch)]
-    return batches, per_batch
-
-
 def encode_views(encode, items, transform, keys, batch_size, num_workers, device, is_train, root="", seed=0,
                  desc="images", per_batch=None, decode_on_device=False):
     """Encode (index, view) pairs of ``items``; returns a [len(keys), D] tensor on the CPU.
@@ -278,7 +266,7 @@ def encode_views(encode, items, transform, keys, batch_size, num_workers, device
             by_image.setdefault(index, []).append((pos, view))
         views = {index: [view for _, view in pairs] for index, pairs in by_image.items()}
         if per_batch is None:
-            per_batch = training_batch_plan(keys, batch_size)[1]
+            per_batch = sharding.training_batch_plan(keys, batch_size)[1]
         order, loader_batch = list(by_image), per_batch
         positions = [pos for pairs in by_image.values() for pos, _ in pairs]
     else:
@@ -400,16 +388,16 @@ class FeatureStore:
             keys = [(i, view if is_train else 0) for i, view, _ in missing]
             start = time.perf_counter()
             # under torchrun each rank encodes a share and gets all rows back (engine/distributed.py)
-            encoded = distributed.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
-                                                 num_workers, device, is_train, root=root, seed=seed, desc=group,
-                                                 decode_on_device=decode_on_device)
+            encoded = sharding.encode_sharded(encode_views, encode, items, transform, keys, batch_size,
+                                              num_workers, device, is_train, root=root, seed=seed, desc=group,
+                                              decode_on_device=decode_on_device)
             self.encode_seconds += time.perf_counter() - start
             self.encoded += len(missing)
             new_rows = [{} for _ in views]
             for (i, _, v), feat in zip(missing, encoded.to(dtype)):
                 new_rows[v][img_keys[i]] = feat
                 per_view[v][img_keys[i]] = feat
-            if self.enabled and distributed.is_writer():
+            if self.enabled and sharding.is_writer():
                 for v, view in enumerate(views):
                     if new_rows[v]:
                         self._merge_write(self.bundle_path(encoder_key, transform_key, view, group), new_rows[v])
@@ -581,3 +569,14 @@ class FeatureSource:
         same_as_test = val_items is not None and [d.impath for d in val_items] == [d.impath for d in test_items]
         val = test if same_as_test else self.loader("val", val_loader)
         return train, val, test
+
+
+def extract_features(trainer):
+    """Fill the cache with every split a run of ``trainer`` reads (train views, val, test)."""
+    seen = set()
+    for loader in (trainer.train_loader_x, trainer.val_loader, trainer.test_loader):
+        if isinstance(loader, CachedFeatureLoader) and id(loader) not in seen:
+            seen.add(id(loader))
+            loader.all_features()
+    if not seen:
+        logger.warning("FEATURE_CACHE.ENABLED is False: there is nothing to extract")

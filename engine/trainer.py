@@ -313,12 +313,16 @@ class TrainerBase(DasslForkMethods):
                 if raise_errors:
                     raise self._writer_error(e) from e
 
+    trackers = None  # engine.trackers.Trackers of the run (MLflow, W&B), set by engine/launch.py
+
     def write_scalar(self, tag, scalar_value, global_step=None):
         if self._writer is not None:
             try:
                 self._writer.add_scalar(tag, scalar_value, global_step)
             except Exception as e:  # noqa: BLE001 - idem
                 raise self._writer_error(e) from e
+        if self.trackers:
+            self.trackers.log_metric(tag, scalar_value, global_step)
 
 
 class SimpleTrainer(TrainerBase):

@@ -33,8 +33,9 @@ from engine import TRAINER_REGISTRY  # noqa: E402
 from engine.errors import ConfigError  # noqa: E402
 from engine.protocol import Protocol  # noqa: E402
 from engine.utils import close_logger  # noqa: E402
-from trainers import method_rules  # noqa: E402
+from engine.protocol import coop_epochs, coop_schedule  # noqa: E402
 from trainers.strong_base import strong_base_path  # noqa: E402
+from trainers.taskres import taskres_schedule  # noqa: E402
 from scripts.micro_clip import ensure_micro_clip, metadata  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,16 +46,14 @@ FAMILY = "rn50"            # the configs the demo runs (the micro-CLIP stands in
 
 
 def taskres_config(shots):
-    """TaskRes' published rule: 100 epochs up to 4 shots, 200 above."""
-    name = "adam_lr2e-3_B256_ep100.yaml" if shots <= 4 else "adam_lr2e-3_B256_ep200.yaml"
-    return os.path.join(TRAINER_CONFIGS, "TaskRes", name)
+    """TaskRes' declared rule (its protocol): 100 epochs up to 4 shots, 200 above."""
+    return os.path.join(TRAINER_CONFIGS, "TaskRes", taskres_schedule("fashion_mnist", shots) + ".yaml")
 
 
 def coop_schedule_config(trainer):
     """CoOp's per-shot schedule (CLIP-Adapter runs with it too): rn50_ep50 / rn50_ep100 / rn50."""
     def config(shots):
-        suffix = {50: "_ep50", 100: "_ep100", 200: ""}[method_rules.coop_epochs(DATASET, shots)]
-        return os.path.join(TRAINER_CONFIGS, trainer, f"rn50{suffix}.yaml")
+        return os.path.join(TRAINER_CONFIGS, trainer, coop_schedule(DATASET, shots, "rn50") + ".yaml")
     return config
 
 
@@ -69,7 +68,7 @@ COOP_EPOCH_SHARE = 5
 
 
 def coop_opts(shots):
-    return ("OPTIM.MAX_EPOCH", str(method_rules.coop_epochs(DATASET, shots) // COOP_EPOCH_SHARE))
+    return ("OPTIM.MAX_EPOCH", str(coop_epochs(DATASET, shots) // COOP_EPOCH_SHARE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,14 +153,21 @@ def resolve(name):
     setting = SETTINGS.get(name, Setting())
     variant = next((v for v in protocol.variants if v.name == variant_name), None)
     declared = (variant.label if variant else "") or (protocol.label if not variant_name else "")
-    label = declared or setting.label or name
+    label = setting.label or declared or name  # the demo's own row name first (its README table)
     few_shot = setting.few_shot
     if few_shot is None:
         few_shot = protocol.trains and not getattr(cls, "training_free", False)
     opts = setting.opts
     if variant is not None and variant.opts:
-        extra, base = tuple(variant.opts), opts
-        opts = (lambda shots: (*(base(shots) if callable(base) else base), *extra))
+        alpha_rule = protocol.extra.get("alpha")
+        alpha = str(alpha_rule(DATASET)) if alpha_rule else None
+        pairs = [(key, alpha if value == "{alpha}" and alpha else value)
+                 for key, value in zip(variant.opts[::2], variant.opts[1::2])]
+        base = opts
+
+        def opts(shots, base=base, pairs=pairs):  # the demo's opts, then the variant's keys it does not set
+            own = tuple(base(shots) if callable(base) else base)
+            return (*own, *(x for key, value in pairs if key not in own[::2] for x in (key, value)))
     return Method(name, trainer, label, setting.config or protocol_config(trainer, protocol), opts, few_shot,
                   setting.enhanced, setting.shortened)
 

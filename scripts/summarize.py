@@ -2,8 +2,11 @@
 
     python scripts/summarize.py output [--out DIR] [--backbone rn50] [--ci95]
 
-Walks the output root laid out by train_regular.sh, train_enhance.sh, test_dg.sh and
-scripts/taskres/zeroshot.sh:
+Reads every run folder's run.json (written by train.py for each run: trainer, method variant,
+label, dataset, shots, seed, provenance) and its results_*.json, wherever it lies under the root;
+no folder name or log is parsed for them. A run folder of an older version, without run.json, is
+read as before from the layout of train_regular.sh, train_enhance.sh, test_dg.sh and
+scripts/taskres/zeroshot.sh, with a warning:
 
     <root>/<dataset>/TaskRes/<cfg>_<tag>_<regular|enhanced>-base_alpha<a>[_views<V>]_<K>shots/seed<S>/log.txt
     <root>/<dataset>/ZeroshotCLIP/<tag>/log.txt
@@ -18,12 +21,15 @@ and the other methods of compare.sh (CoOp, CoCoOp, LinearProbe, CLIP_Adapter, Ti
 
 and writes into DIR (default: the root):
     summary.md, summary.csv   rows: dataset x method (ZeroshotCLIP, ..., TaskRes regular base,
-                              TaskRes enhanced base) plus "Average" rows over the 11 datasets;
-                              columns: shots; cells "mean ± std (n=seeds)", "-" when missing
+                              TaskRes enhanced base, in the methods' declared order) plus "Average"
+                              rows over the 11 datasets; columns: shots; cells "mean ± std
+                              (n=seeds)", "-" when missing; summary.csv adds the provenance of the
+                              row's runs: git_commit, weights_sha256, torch, device
     runs.csv                  every run folder found, numbers unformatted
     <dataset>.png, average.png accuracy vs shots (log2 axis, std band)
     comparison.png            the paper's figure: one panel per dataset plus the average panel
-    dg.md, dg.csv             ImageNet (source) and its four variants, per method
+    dg.md, dg.csv             ImageNet (source) and its four variants, per method, with the source
+                              runs' shot count
     base2new.md, base2new.csv base / new accuracy and their harmonic mean (when base2new runs exist)
     mvlpt.md, mvlpt.csv       MVLPT runs of scripts/mvlpt/ (MVLPT's read_record.py numbers): per
                               dataset (target, or the joined sources), prompt kind, config and
@@ -36,6 +42,7 @@ many seeds a cell holds).
 import argparse
 import csv
 import io
+import json
 import logging
 import os
 import re
@@ -58,15 +65,14 @@ DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 ZS = "ZeroshotCLIP"
 ZS2 = "ZeroshotCLIP2"
 ZERO_SHOT = (ZS, ZS2)  # seedless, shotless runs: <dataset>/<method>/<tag>
-# Display order of the comparison (the paper's legend order); trainers not named here follow.
-METHODS = (ZS, ZS2, "LinearProbe", "CoOp", "CoCoOp", "CLIP_Adapter", "TipAdapter", "TipAdapterF",
-           "regular", "enhanced")
-METHOD_LABELS = {ZS: "ZeroshotCLIP", ZS2: "ZeroshotCLIP2 (ensemble)", "LinearProbe": "Linear probe",
-                 "CoOp": "CoOp", "CoCoOp": "CoCoOp", "CLIP_Adapter": "CLIP-Adapter",
-                 "TipAdapter": "Tip-Adapter", "TipAdapterF": "Tip-Adapter-F",
-                 "regular": "TaskRes (regular base)", "enhanced": "TaskRes (enhanced base)"}
-# TaskRes folders are parsed by RUN_RE; StrongBase makes bases; MVLPT has its own section (write_mvlpt)
+# Labels and display order of the methods (the methods' declared protocols: run.json carries them;
+# runs of an older version get them from the registered trainers). Methods without one follow by name.
+LABELS, ORDER = {}, {}
+PROVENANCE = ("git_commit", "weights_sha256", "torch", "device")
+# legacy layout: TaskRes folders are parsed by RUN_RE; StrongBase makes bases; MVLPT has its own section
 NOT_METHODS = ("TaskRes", "StrongBase", "MVLPT")
+NOT_IN_TABLES = ("StrongBase", "MVLPT")  # run.json runs of these are not comparison rows
+TASKRES_BASES = {"regular": "TaskRes", "enhanced": "TaskRes-enhanced"}  # legacy folder name -> method
 RUN_RE = re.compile(r"^(?P<cfg>.+)_(?P<tag>[a-z0-9@._-]+)_(?P<base>regular|enhanced)-base"
                     r"_alpha(?P<alpha>[0-9.]+)(?:_views(?P<views>[0-9]+))?_(?P<shots>[0-9]+)shots$")
 # compare.sh's folders of the other methods; the tag holds no "_", so the shortest cfg that
@@ -84,9 +90,9 @@ class NoOutputError(NoResultsError):
 @dataclass
 class Run:
     """One run folder: its settings and the accuracy of each finished seed."""
-    kind: str                 # "train" (few-shot), "zeroshot", or "dg" (evaluation of a source run)
+    kind: str                 # "train" (few-shot), "zeroshot", "dg" (evaluation of a source run), "base", "new"
     dataset: str              # dataset trained/evaluated on (the target for "dg")
-    method: str               # trainer name (ZeroshotCLIP, CoOp, ...), or regular/enhanced for TaskRes
+    method: str               # trainer and variant (ZeroshotCLIP, CoOp, TaskRes, TaskRes-enhanced, ...)
     tag: str                  # backbone tag, e.g. rn50
     path: str
     cfg: str = ""
@@ -95,6 +101,9 @@ class Run:
     name: str = ""            # run folder name (TaskRes), shared by a source run and its DG runs
     views: int = 0            # FEATURE_CACHE.TRAIN_VIEWS when the folder names one (not the default), else 0
     seeds: dict = field(default_factory=dict)   # seed (0 when the run has none) -> accuracy
+    standard: object = None   # run.json: the protocol's published setting; None: decide from the name
+    source: str = ""          # an evaluation's trained run folder (run.json's model_dir without seed<S>)
+    prov: dict = field(default_factory=dict)    # seed -> {git_commit, weights_sha256, torch, device}
 
     def stats(self, ci95=False):
         """(mean, std, n) over finished seeds, or None."""
@@ -104,24 +113,40 @@ class Run:
         return mean, spread, len(self.seeds)
 
 
-def standard_cfg(dataset, shots, method="regular", tag="rn50"):
-    """The config the published workflows use (keep in step with scripts/taskres/common.sh
-    and cmp_cfg in compare.sh)."""
-    family = "vit_b16" if tag == "vitb16" else "rn50"
-    if method in ("CoOp", "CLIP_Adapter"):
-        return family + ("_ep50" if shots <= 1 or dataset == "imagenet" else "_ep100" if shots <= 4 else "")
-    if method == "CoCoOp":
-        return "vit_b16_c4_ep10_batch1_ctxv1"
-    if method in ("TipAdapter", "TipAdapterF"):
-        return f"{family}_{dataset}"
-    if method not in ("regular", "enhanced"):
-        return family
-    lr = "2e-4" if dataset == "imagenet" else "2e-3"
-    return f"adam_lr{lr}_B256_ep{100 if shots <= 4 else 200}"
+def _methods():
+    """{method: scripts.plan.Method} of the registered trainers (their declared protocols)."""
+    from scripts import plan
+
+    plan.load_trainers(())
+    return plan.comparison_methods()[0]
+
+
+def _learn_labels(methods):
+    """Labels and order of methods that no run.json named (runs of an older version)."""
+    missing = [m for m in methods if m not in LABELS]
+    if not missing:
+        return
+    known = _methods()
+    for method in missing:
+        entry = known.get(method)
+        if entry is not None:
+            from engine.protocol import label_of
+
+            LABELS[method] = label_of(entry.cls, entry.variant)
+            ORDER[method] = entry.protocol.order
+
+
+def standard_cfg(dataset, shots, method="TaskRes", tag="rn50"):
+    """The config a method's declared protocol publishes for (dataset, shots, backbone tag)."""
+    from engine.protocol import config_rule_stem
+
+    entry = _methods()[TASKRES_BASES.get(method, method)]
+    return config_rule_stem(entry.protocol, dataset, shots, "vit_b16" if tag == "vitb16" else "rn50")
 
 
 def standard_alpha(dataset):
-    return 1.0 if dataset == "oxford_flowers" else 0.5
+    """TaskRes' declared alpha of a dataset (its protocol's extra["alpha"] rule)."""
+    return float(_methods()["TaskRes"].alpha(dataset))
 
 
 def _listdirs(path):
@@ -132,11 +157,14 @@ def _listdirs(path):
 
 
 def _read_seeds(run_dir, test_log):
-    """{seed: accuracy} of the finished seed*/ folders, or {0: accuracy} for a seedless run."""
+    """{seed: accuracy} of the finished seed*/ folders, or {0: accuracy} for a seedless run (a
+    folder of an older version, without run.json; one with run.json is read by _run_json_runs)."""
     seeds = {}
+    if os.path.isfile(os.path.join(run_dir, RUN_JSON)):
+        return seeds
     for sub in _listdirs(run_dir):
         match = SEED_RE.match(sub)
-        if match:
+        if match and not os.path.isfile(os.path.join(run_dir, sub, RUN_JSON)):
             _, result = read_run(os.path.join(run_dir, sub), test_log)
             if "accuracy" in result:
                 seeds[int(match.group(1))] = result["accuracy"]
@@ -155,7 +183,7 @@ def _taskres_runs(folder, dataset, kind):
             logger.info("not a TaskRes run folder name, skipped: %s", os.path.join(folder, name))
             continue
         path = os.path.join(folder, name)
-        runs.append(Run(kind=kind, dataset=dataset, method=match["base"], tag=match["tag"], path=path,
+        runs.append(Run(kind=kind, dataset=dataset, method=TASKRES_BASES[match["base"]], tag=match["tag"], path=path,
                         cfg=match["cfg"], alpha=match["alpha"], shots=int(match["shots"]), name=name,
                         views=int(match["views"] or 0),
                         seeds=_read_seeds(path, test_log=(kind == "dg"))))
@@ -189,11 +217,107 @@ def _base2new_runs(root):
     return runs
 
 
+RUN_JSON = "run.json"
+
+
+def _load_json(path):
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        return payload if isinstance(payload, dict) else None
+    except (OSError, ValueError) as e:
+        logger.warning("unreadable %s (%s): that run is left out", path, e)
+        return None
+
+
+def _accuracy(record, folder):
+    """Test accuracy of a finished run: results_test.json (else the run.json's copy), or None."""
+    results = _load_json(os.path.join(folder, "results_test.json")) if os.path.isfile(
+        os.path.join(folder, "results_test.json")) else (record.get("results") or {}).get("test")
+    value = (results or {}).get("accuracy")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _kind(record, seed):
+    """train | zeroshot | dg | base | new, as the workflows run them."""
+    if record.get("eval_only") and record.get("model_dir"):
+        return "new" if record.get("subsample_classes") == "new" else "dg"
+    if record.get("eval_only") and seed == 0:
+        return "zeroshot"
+    return "base" if record.get("subsample_classes") == "base" else "train"
+
+
+def _json_seeds(run_dir):
+    """{seed: accuracy} of the finished seed<S>/ folders of a run that hold run.json."""
+    seeds = {}
+    for sub in _listdirs(run_dir):
+        match = SEED_RE.match(sub)
+        record = _load_json(os.path.join(run_dir, sub, RUN_JSON)) if match and os.path.isfile(
+            os.path.join(run_dir, sub, RUN_JSON)) else None
+        if record and record.get("status", "finished") == "finished":
+            accuracy = _accuracy(record, os.path.join(run_dir, sub))
+            if accuracy is not None:
+                seeds[int(match.group(1))] = accuracy
+    return seeds
+
+
+def _run_json_runs(root):
+    """Runs of the folders holding run.json: one Run per run folder (its seed<S>/ folders, or the
+    folder itself for a seedless run), grouped by (kind, dataset, method, backbone, folder)."""
+    from engine.protocol import backbone_tag
+
+    runs = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if RUN_JSON not in files:
+            continue
+        record = _load_json(os.path.join(folder, RUN_JSON))
+        if record is None or record.get("trainer") in NOT_IN_TABLES:
+            continue
+        match = SEED_RE.match(os.path.basename(folder))
+        run_dir, seed = (os.path.dirname(folder), int(match.group(1))) if match else (folder, 0)
+        method = record.get("method") or record.get("trainer", "?")
+        LABELS.setdefault(method, record.get("label") or method)
+        ORDER.setdefault(method, int(record.get("order", 1000)))
+        kind = _kind(record, seed)
+        dataset = record.get("dataset_config") or record.get("dataset", "?")
+        tag = backbone_tag(record.get("backbone", "") or "?")
+        cfg = os.path.splitext(os.path.basename(record.get("config_file") or ""))[0]
+        opts = record.get("opts") or []
+        alpha = dict(zip(opts[::2], opts[1::2])).get("TRAINER.TaskRes.RESIDUAL_SCALE", "")
+        views = (record.get("feature_cache") or {}).get("train_views", 0)
+        source = os.path.dirname(record["model_dir"]) if record.get("model_dir") else ""
+        key = (kind, dataset, method, tag, run_dir)
+        run = runs.get(key)
+        if run is None:
+            run = runs[key] = Run(kind=kind, dataset=dataset, method=method, tag=tag, path=run_dir, cfg=cfg,
+                                  alpha=str(alpha), shots=0 if kind == "zeroshot" else int(record.get("shots") or 0),
+                                  name=os.path.basename(run_dir), views=0 if record.get("standard") else views,
+                                  standard=bool(record.get("standard")), source=source)
+        accuracy = _accuracy(record, folder) if record.get("status", "finished") == "finished" else None
+        if accuracy is not None:
+            run.seeds[seed] = accuracy
+            run.prov[seed] = {k: record.get(k) for k in PROVENANCE}
+    return list(runs.values())
+
+
 def collect(root):
-    """Every run folder under the output root, finished seeds read."""
+    """Every run folder under the output root, finished seeds read: run.json first, then the
+    folders of an older version by their names."""
     if not os.path.isdir(root):
         raise NoOutputError(f"output root {root} does not exist; pass the folder the workflows wrote "
                             f"to (OUTPUT, default ./output)")
+    runs = _run_json_runs(root)
+    legacy = _legacy_runs(root)
+    old = [r.path for r in legacy if r.seeds]
+    if old:
+        logger.warning("%d run folder(s) hold no run.json (written by an older version), e.g. %s: read from their "
+                       "folder names and log.txt", len(old), old[0])
+    _learn_labels({r.method for r in legacy})
+    return runs + [r for r in legacy if r.seeds or not any(o.path == r.path for o in runs)]
+
+
+def _legacy_runs(root):
     runs = []
     for dataset in _listdirs(root):
         if dataset == "dg":
@@ -225,9 +349,13 @@ def _pick(candidates, dataset, shots):
         return candidates[0]
     finished = [r for r in candidates if r.seeds] or candidates
     for run in finished:
+        if run.standard is not None:  # run.json says whether it is the protocol's published setting
+            if run.standard:
+                return run
+            continue
         if run.views or run.cfg != standard_cfg(dataset, shots, run.method, run.tag):
             continue
-        if run.method not in ("regular", "enhanced") or _same_alpha(run.alpha, standard_alpha(dataset)):
+        if not run.method.startswith("TaskRes") or _same_alpha(run.alpha, standard_alpha(dataset)):
             return run
     chosen = sorted(finished, key=lambda r: r.name)[0]
     logger.warning("%d runs for %s %d-shot %s; the table shows %s (all are in runs.csv)",
@@ -280,13 +408,12 @@ class Table:
 
 
 def method_order(methods):
-    """The paper's legend order, then any other trainer by name."""
-    methods = set(methods)
-    return [m for m in METHODS if m in methods] + sorted(methods - set(METHODS))
+    """The methods' declared order (the paper's legend order), then any other by name."""
+    return sorted(set(methods), key=lambda m: (ORDER.get(m, 1000), m))
 
 
 def method_label(method):
-    return METHOD_LABELS.get(method, method)
+    return LABELS.get(method, method)
 
 
 def fmt(stats):
@@ -304,19 +431,32 @@ def shot_header(shots):
     return "zero-shot" if shots == 0 else f"{shots}-shot"
 
 
-def summary_rows(table):
-    """Rows of summary.csv / summary.md: [dataset, method, cell per shot count]."""
+def summary_rows(table, provenance=False):
+    """Rows of summary.md: [dataset, method, cell per shot count]; with ``provenance`` (summary.csv)
+    also the row's runs' git_commit, weights_sha256, torch and device (distinct values joined)."""
     rows = []
     for dataset in table.datasets:
         for method, tag in table.rows():
             cells = [fmt(table.stats(dataset, method, tag, k)) for k in table.shots]
             if any(c != "-" for c in cells):
-                rows.append([dataset, table.label(method, tag)] + cells)
+                runs = [table.cells.get((dataset, method, tag, k)) for k in table.shots]
+                rows.append([dataset, table.label(method, tag)] + cells + (_provenance(runs) if provenance else []))
     for method, tag in table.rows():
         cells = [fmt_avg(table.average(method, tag, k)) for k in table.shots]
         if any(c != "-" for c in cells):
-            rows.append(["Average", table.label(method, tag)] + cells)
+            runs = [r for (d, m, t, k), r in table.cells.items() if (m, t) == (method, tag) and d in BENCHMARK]
+            rows.append(["Average", table.label(method, tag)] + cells + (_provenance(runs) if provenance else []))
     return rows
+
+
+def _provenance(runs):
+    """The distinct values of each provenance field over the finished seeds of ``runs`` ("" for runs of
+    an older version, which recorded none)."""
+    out = []
+    for key in PROVENANCE:
+        values = sorted({str(p.get(key)) for r in runs if r for p in r.prov.values() if p.get(key) is not None})
+        out.append(" ".join(values))
+    return out
 
 
 def _csv_text(header, rows):
@@ -336,7 +476,7 @@ def _md_table(header, rows):
 def write_summary(table, out_dir, root):
     header = ["dataset", "method"] + [shot_header(k) for k in table.shots]
     rows = summary_rows(table)
-    _write(os.path.join(out_dir, "summary.csv"), _csv_text(header, rows))
+    _write(os.path.join(out_dir, "summary.csv"), _csv_text(header + list(PROVENANCE), summary_rows(table, True)))
 
     spread = "95% confidence interval" if table.ci95 else "std"
     parts = [f"# TaskRes results: {root}", "",
@@ -355,14 +495,14 @@ def write_summary(table, out_dir, root):
 
 def write_runs(runs, out_dir, ci95):
     header = ["kind", "dataset", "method", "backbone", "cfg", "alpha", "shots", "n", "mean", "std",
-              "seeds", "path"]
+              "seeds", "path"] + list(PROVENANCE)
     rows = []
     for run in sorted(runs, key=lambda r: (r.kind, r.dataset, r.method, r.tag, r.shots, r.name)):
         stats = run.stats(ci95)
         mean, spread, n = stats if stats else ("", "", 0)
         rows.append([run.kind, run.dataset, run.method, run.tag, run.cfg, run.alpha, run.shots, n,
                      f"{mean:.4f}" if stats else "", f"{spread:.4f}" if stats else "",
-                     " ".join(str(s) for s in sorted(run.seeds)), run.path])
+                     " ".join(str(s) for s in sorted(run.seeds)), run.path] + _provenance([run]))
     _write(os.path.join(out_dir, "runs.csv"), _csv_text(header, rows))
 
 
@@ -515,55 +655,72 @@ def write_plots(table, out_dir):
 
 
 def write_dg(runs, table, out_dir, ci95):
-    """ImageNet source accuracy and the four targets, per method and backbone."""
+    """ImageNet source accuracy and the four targets, per method and backbone, with the source runs'
+    shot count (an evaluation names its source run: run.json's model_dir, else the folder name)."""
     dg = [r for r in runs if r.kind == "dg"]
-    sources = {r.path: r for r in runs if r.kind == "train" and r.dataset == DG_SOURCE}
+    sources = [r for r in runs if r.kind == "train" and r.dataset == DG_SOURCE]
     rows_out = []
-    header = ["method", f"{DG_SOURCE} (source)"] + list(DG_TARGETS)
+    header = ["method", "shots", f"{DG_SOURCE} (source)"] + list(DG_TARGETS)
     tags = sorted({r.tag for r in dg} | {t for (d, m, t, k) in table.cells if d == DG_SOURCE} |
                   {r.tag for r in runs if r.kind == "zeroshot" and r.dataset in DG_TARGETS})
     multi = len(tags) > 1
     trained = {r.method for r in dg} | {m for (d, m, t, k) in table.cells if d == DG_SOURCE}
+    always = {"TaskRes", "TaskRes-enhanced"}  # the paper's rows, "-" when missing
+    _learn_labels(always - set(LABELS))
     for tag in tags or ["rn50"]:
         suffix = f" [{tag}]" if multi else ""
-        for method in method_order(trained | set(ZERO_SHOT) | {"regular", "enhanced"}):
+        for method in method_order(trained | set(ZERO_SHOT) | always):
             if method in ZERO_SHOT:
                 zs = {r.dataset: r for r in runs if r.kind == "zeroshot" and r.method == method and r.tag == tag
                       and r.dataset in (DG_SOURCE,) + DG_TARGETS}
                 if zs:
-                    rows_out.append([method_label(method) + suffix] +
+                    rows_out.append([method_label(method) + suffix, "zero-shot"] +
                                     [fmt(zs[d].stats(ci95)) if d in zs else "-" for d in (DG_SOURCE,) + DG_TARGETS])
                 continue
-            taskres = method in ("regular", "enhanced")
             mine = [r for r in dg if r.method == method and r.tag == tag]
-            names = sorted({r.name for r in mine})
-            if names:
-                # Prefer the published setting (16 shots, standard cfg) when several were evaluated.
-                def standard(name):
-                    match = (RUN_RE if taskres else METHOD_RUN_RE).match(name)
-                    return match["shots"] == "16" and match["cfg"] == standard_cfg(DG_SOURCE, 16, method, tag)
-                name = next((n for n in names if standard(n)), names[0])
-                if len(names) > 1:
-                    logger.warning("%d evaluated %s runs on the DG targets; dg.md shows %s", len(names),
-                                   method, name)
-                source = next((r for r in sources.values() if r.name == name and r.method == method), None)
-                targets = {r.dataset: r for r in mine if r.name == name}
+            by_source = {}
+            for r in mine:  # the source run folder of each evaluation
+                by_source.setdefault(r.source or r.name, []).append(r)
+            source = None
+            if by_source:
+                def source_of(key):
+                    found = [s for s in sources if s.method == method and (s.path == key or s.name == key)]
+                    return found[0] if found else None
+
+                # Prefer the published setting (16 shots, the protocol's config) when several were evaluated.
+                keys = sorted(by_source)
+                chosen = next((k for k in keys if source_of(k) and source_of(k).shots == 16 and
+                               (source_of(k).standard or source_of(k).standard is None and source_of(k).cfg ==
+                                standard_cfg(DG_SOURCE, 16, method, tag))), keys[0])
+                if len(keys) > 1:
+                    logger.warning("%d evaluated %s runs on the DG targets; dg.md shows %s", len(keys), method, chosen)
+                source = source_of(chosen)
+                targets = {r.dataset: r for r in by_source[chosen]}
+                shots = source.shots if source else _shots_of(chosen)
             else:
                 source = table.cells.get((DG_SOURCE, method, tag, 16))
                 targets = {}
-            if not (taskres or source or targets):
+                shots = 16 if source else ""
+            if not (method in always or source or targets):
                 continue
-            cells = [fmt(source.stats(ci95)) if source else "-"]
+            cells = [str(shots) if shots else "-", fmt(source.stats(ci95)) if source else "-"]
             cells += [fmt(targets[t].stats(ci95)) if t in targets else "-" for t in DG_TARGETS]
             rows_out.append([method_label(method) + suffix] + cells)
     _write(os.path.join(out_dir, "dg.csv"), _csv_text(header, rows_out))
     spread = "95% confidence interval" if ci95 else "std"
     text = ["# Domain generalization: ImageNet -> ImageNet-V2 / -Sketch / -A / -R", "",
             f"Test accuracy (%), mean ± {spread} over seeds (n = finished seeds); '-' = no finished run. "
-            "Trained rows: the 16-shot ImageNet runs evaluated by test_dg.sh / compare.sh.", "",
+            "Trained rows: the ImageNet runs evaluated by test_dg.sh / compare.sh, trained with the shots per "
+            "class of the shots column (the published protocol: 16).", "",
             _md_table(header, rows_out), ""]
     _write(os.path.join(out_dir, "dg.md"), "\n".join(text))
     return rows_out
+
+
+def _shots_of(name):
+    """Shot count named by a source run folder (…_<K>shots), or "" (the source itself is not there)."""
+    match = re.search(r"_([0-9]+)shots$", os.path.basename(name))
+    return int(match.group(1)) if match else ""
 
 
 def harmonic_mean(base, new):
@@ -642,7 +799,7 @@ def collect_mvlpt(root):
                     continue
                 for setting in _listdirs(os.path.join(top, kind, cfg_shots)):
                     path = os.path.join(top, kind, cfg_shots, setting)
-                    seeds = _read_seeds(path, test_log=False)
+                    seeds = {**_read_seeds(path, test_log=False), **_json_seeds(path)}
                     seeds.pop(0, None)  # a seed-averaged prompt's folder holds no test of its own
                     if seeds:
                         runs.append(MvlptRun(dataset, kind, match["cfg"], int(match["shots"]), setting, seeds))

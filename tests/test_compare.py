@@ -4,11 +4,12 @@ import csv
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
 from test_results import PNG_MAGIC, eval_log, train_log, write
-from test_scripts import Cmd
+from test_scripts import Cmd, planned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("summarize_cmp", os.path.join(ROOT, "scripts", "summarize.py"))
@@ -22,15 +23,14 @@ COOP_VARIANT = "nctx16_cscFalse_ctpend"
 
 def compare(*args, env=None):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
-    full_env.update({"DATA": "/datasets", **(env or {})})
+    full_env.update({"DATA": "/datasets", "TR_RUNNER_PYTHON": sys.executable, **(env or {})})
     return subprocess.run(["bash", os.path.join(ROOT, "compare.sh"), *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, timeout=120)
 
 
 def dry(*args, env=None):
-    proc = compare("--dry-run", *args, env={"PYTHON": "false", **(env or {})})
-    assert proc.returncode == 0, proc.stderr
-    return [Cmd(line) for line in proc.stdout.splitlines()]
+    return [Cmd(line) for line in planned("compare.sh", *args, env={"DATA": "/datasets", "PYTHON": "false",
+                                                                     **(env or {})})]
 
 
 # ---------------------------------------------------------------- compare.sh
@@ -252,7 +252,9 @@ def test_summary_has_every_method_in_the_paper_order(every_method_tree, tmp_path
     out = tmp_path / "s"
     written = summarize.summarize(str(every_method_tree), str(out))
     rows = read_csv(out / "summary.csv")
-    assert rows[0] == ["dataset", "method", "zero-shot", "1-shot", "2-shot", "4-shot", "8-shot", "16-shot"]
+    assert rows[0] == ["dataset", "method", "zero-shot", "1-shot", "2-shot", "4-shot", "8-shot", "16-shot",
+                       *summarize.PROVENANCE]
+    rows = [r[:-len(summarize.PROVENANCE)] for r in rows]
     methods = [r[1] for r in rows[1:] if r[0] == "eurosat"]
     assert methods == ["ZeroshotCLIP", "ZeroshotCLIP2 (ensemble)", "Linear probe", "CoOp", "CoCoOp",
                        "CLIP-Adapter", "Tip-Adapter", "Tip-Adapter-F", "TaskRes (regular base)",
@@ -278,7 +280,8 @@ def test_average_band_is_the_std_of_per_seed_averages(every_method_tree):
 def test_dg_table_has_every_method(every_method_tree, tmp_path):
     summarize.summarize(str(every_method_tree), str(tmp_path / "s"))
     rows = read_csv(tmp_path / "s" / "dg.csv")
-    by_method = {r[0]: r[1:] for r in rows[1:]}
+    by_method = {r[0]: r[2:] for r in rows[1:]}
+    assert {r[1] for r in rows[1:] if "Zeroshot" not in r[0]} == {"16"}  # the source runs' shots
     assert list(by_method) == ["ZeroshotCLIP", "ZeroshotCLIP2 (ensemble)", "Linear probe", "CoOp", "CoCoOp",
                                "CLIP-Adapter", "Tip-Adapter", "Tip-Adapter-F", "TaskRes (regular base)",
                                "TaskRes (enhanced base)"]
@@ -305,11 +308,11 @@ def test_no_base2new_runs_no_base2new_table(tmp_path):
     write(str(root / "eurosat" / "CoOp" / method_run_name("CoOp", 4) / "seed1" / "log.txt"), train_log(50.0))
     written = summarize.summarize(str(root))
     assert not any(os.path.basename(p).startswith("base2new") for p in written)
-    assert ["eurosat", "CoOp", "50.00 ± 0.00 (n=1)"] in read_csv(root / "summary.csv")
+    assert ["eurosat", "CoOp", "50.00 ± 0.00 (n=1)"] in [r[:3] for r in read_csv(root / "summary.csv")]
 
 
 def test_per_shot_rules_of_the_methods_helpers_table(tmp_path):
-    """compare.sh's configs = trainers/method_rules.py's (CoOp's epochs, ImageNet 50; Tip per dataset)."""
+    """compare.sh's configs = the methods' declared protocols (CoOp's epochs, ImageNet 50; Tip per dataset)."""
     cmds = dry("--methods", "CoOp CLIP_Adapter TipAdapterF ZeroshotCLIP2", "--datasets", "imagenet oxford_pets",
                "--shots", "1 2 16", "--seeds", "1", "--output", str(tmp_path), "--protocols", "fewshot")
     got = {(c["--trainer"], os.path.basename(c["--dataset-config-file"]), c.opts.get("DATASET.NUM_SHOTS")):
@@ -355,13 +358,13 @@ def test_summary_reads_views_runs_apart_and_shows_the_default_one(tmp_path):
     root = tmp_path / "output"
     coop, taskres = method_run_name("CoOp", 16), taskres_name("eurosat", 16, "regular")
     for name, method, views_name, offset in (("CoOp", "CoOp", coop.replace("_16shots", "_views8_16shots"), 45.0),
-                                             ("TaskRes", "regular", taskres.replace("_16shots", "_views8_16shots"), 53.0)):
+                                             ("TaskRes", "TaskRes", taskres.replace("_16shots", "_views8_16shots"), 53.0)):
         default_name = coop if name == "CoOp" else taskres
         write(str(root / "eurosat" / name / default_name / "seed1" / "log.txt"), train_log(offset))
         write(str(root / "eurosat" / name / views_name / "seed1" / "log.txt"), train_log(offset + 10))
     runs = [r for r in summarize.collect(str(root)) if r.kind == "train"]
     assert sorted((r.method, r.tag, r.views) for r in runs) == [
-        ("CoOp", "rn50", 0), ("CoOp", "rn50", 8), ("regular", "rn50", 0), ("regular", "rn50", 8)]
-    for method in ("CoOp", "regular"):
+        ("CoOp", "rn50", 0), ("CoOp", "rn50", 8), ("TaskRes", "rn50", 0), ("TaskRes", "rn50", 8)]
+    for method in ("CoOp", "TaskRes"):
         picked = summarize._pick([r for r in runs if r.method == method], "eurosat", 16)
         assert picked.views == 0 and "_views" not in picked.name

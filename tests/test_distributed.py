@@ -89,7 +89,7 @@ def test_two_process_extraction_builds_the_single_process_cache_byte_for_byte(tm
             "FEATURE_CACHE.TRAIN_VIEWS", "3", "FEATURE_CACHE.ENCODE_BATCH_SIZE", "4"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     single = subprocess.run(
-        [sys.executable, "-c", "import sys, train; from engine.distributed import extract_features; "
+        [sys.executable, "-c", "import sys, train; from engine.features import extract_features; "
          "from engine.trainer import build_trainer; "
          "extract_features(build_trainer(train.setup_cfg(train.build_parser().parse_args(sys.argv[1:]))))",
          *args, "FEATURE_CACHE.DIR", str(tmp_path / "single")],

@@ -1,7 +1,7 @@
 """The comparison methods through train.py with a tiny CLIP: each trains and evaluates on a
 dataset replica, its zero-shot invariant holds at the trainer level, it resumes after SIGKILL to
 the result of an uninterrupted run, its bad config values end in one sentence, and its config
-files load and agree with trainers/method_rules.py."""
+files load and hold the numbers of the methods' declared protocols (scripts/plan.py plans from them)."""
 import glob
 import os
 import signal
@@ -18,7 +18,8 @@ from engine.errors import ConfigError
 from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
 
 import trainers
-from trainers import method_rules
+from scripts.plan import config_file
+from trainers.tip_adapter import PUBLISHED as TIP_PUBLISHED
 from trainers.templates import IMAGENET_TEMPLATES_SELECT
 
 METHODS = ("ZeroshotCLIP2", "LinearProbe", "CLIP_Adapter", "TipAdapter", "TipAdapterF")
@@ -251,11 +252,11 @@ def test_method_configs_load_with_their_values_and_pass_the_engine_checks(path):
     check_trainer_keys(cfg, trainer, cls, TRAINER_REGISTRY)  # sets no other trainer's keys
 
 
-@pytest.mark.parametrize("dataset", sorted(method_rules.TIP_ADAPTER))
+@pytest.mark.parametrize("dataset", sorted(TIP_PUBLISHED))
 def test_tip_adapter_configs_hold_the_published_numbers(dataset):
-    scale, alpha, beta, epochs = method_rules.TIP_ADAPTER[dataset]
+    scale, alpha, beta, epochs = TIP_PUBLISHED[dataset]
     for method in ("TipAdapter", "TipAdapterF"):
-        with open(os.path.join(ROOT, method_rules.config_file(method, dataset, 16))) as f:
+        with open(os.path.join(ROOT, config_file(method, dataset, 16))) as f:
             y = yaml.safe_load(f)
         tip = y["TRAINER"]["TIP_ADAPTER"]
         assert (tip["SEARCH_SCALE"], tip["INIT_ALPHA"], tip["INIT_BETA"]) == (scale, alpha, beta)
@@ -268,13 +269,13 @@ def test_tip_adapter_configs_hold_the_published_numbers(dataset):
 @pytest.mark.parametrize("shots, epochs", [(1, 50), (2, 100), (4, 100), (8, 200), (16, 200)])
 def test_clip_adapter_follows_coops_per_shot_epochs(shots, epochs):
     for dataset, want in (("oxford_pets", epochs), ("imagenet", 50)):
-        with open(os.path.join(ROOT, method_rules.config_file("CLIP_Adapter", dataset, shots))) as f:
+        with open(os.path.join(ROOT, config_file("CLIP_Adapter", dataset, shots))) as f:
             assert yaml.safe_load(f)["OPTIM"]["MAX_EPOCH"] == want
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_has_a_config_file(method):
-    assert os.path.isfile(os.path.join(ROOT, method_rules.config_file(method, "oxford_pets", 1)))
+    assert os.path.isfile(os.path.join(ROOT, config_file(method, "oxford_pets", 1)))
 
 
 # ---- cached mode = end-to-end mode when views = epochs ---------------------------------------------

@@ -24,7 +24,7 @@ SOURCES_11 = ("ImageNet,Caltech101,Food101,StanfordCars,OxfordPets,OxfordFlowers
 
 def run_script(script, *args, env=None, timeout=600):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "PYTHON")}
-    full_env.update(env or {})
+    full_env.update({"TR_RUNNER_PYTHON": sys.executable, **(env or {})})  # the planner's python
     return subprocess.run(["bash", script, *map(str, args)], cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -180,8 +180,10 @@ def test_summary_tables(full_tree, tmp_path):
     out = tmp_path / "summary"
     summarize.summarize(str(full_tree), str(out))
     rows = read_csv(out / "summary.csv")
-    assert rows[0] == ["dataset", "method", "zero-shot", "1-shot", "16-shot"]
-    by_key = {(r[0], r[1]): r[2:] for r in rows[1:]}
+    assert rows[0] == ["dataset", "method", "zero-shot", "1-shot", "16-shot", "git_commit", "weights_sha256",
+                       "torch", "device"]
+    by_key = {(r[0], r[1]): r[2:5] for r in rows[1:]}
+    assert {tuple(r[5:]) for r in rows[1:]} == {("", "", "", "")}  # runs of an older version: no provenance
     # imagenet is BENCHMARK[0]: regular 16-shot seeds 60, 62, 64
     assert by_key[("imagenet", "TaskRes (regular base)")] == [
         "-", "52.00 ± 1.63 (n=3)", "62.00 ± 1.63 (n=3)"]
@@ -206,14 +208,18 @@ def test_dg_table(full_tree, tmp_path):
     out = tmp_path / "summary"
     summarize.summarize(str(full_tree), str(out))
     rows = read_csv(out / "dg.csv")
-    assert rows[0] == ["method", "imagenet (source)", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
-    by_method = {r[0]: r[1:] for r in rows[1:]}
+    assert rows[0] == ["method", "shots", "imagenet (source)", "imagenetv2", "imagenet_sketch", "imagenet_a",
+                       "imagenet_r"]
+    by_method = {r[0]: r[2:] for r in rows[1:]}
+    assert {r[0]: r[1] for r in rows[1:]} == {"TaskRes (regular base)": "16", "TaskRes (enhanced base)": "16",
+                                              "ZeroshotCLIP": "zero-shot"}
     assert by_method["TaskRes (regular base)"] == [
         "62.00 ± 1.63 (n=3)", "30.00 ± 0.00 (n=3)", "31.00 ± 0.00 (n=3)", "32.00 ± 0.00 (n=3)", "33.00 ± 0.00 (n=3)"]
     # enhanced: source trained, never evaluated on the targets
     assert by_method["TaskRes (enhanced base)"] == ["71.00 ± 1.00 (n=2)", "-", "-", "-", "-"]
     assert by_method["ZeroshotCLIP"] == ["40.00 ± 0.00 (n=1)", "-", "-", "-", "-"]
-    assert "| TaskRes (regular base) | 62.00" in (out / "dg.md").read_text()
+    assert "| TaskRes (regular base) | 16 | 62.00" in (out / "dg.md").read_text()
+    assert "16-shot ImageNet" not in (out / "dg.md").read_text()  # the shots column says it, per row
 
 
 def test_plots_are_valid_pngs(full_tree, tmp_path):
@@ -235,7 +241,7 @@ def test_partial_results(tmp_path):
           "epoch [1/100] batch [1/1]\n")
     fake_run(str(root), "eurosat", 16, "enhanced", (90.0,))
     summarize.summarize(str(root))
-    rows = read_csv(root / "summary.csv")
+    rows = [r[:-len(summarize.PROVENANCE)] for r in read_csv(root / "summary.csv")]
     assert rows[0] == ["dataset", "method", "1-shot", "16-shot"]
     assert ["oxford_pets", "TaskRes (regular base)", "81.00 ± 1.00 (n=2)", "-"] in rows
     assert ["eurosat", "TaskRes (enhanced base)", "-", "90.00 ± 0.00 (n=1)"] in rows
@@ -252,7 +258,7 @@ def test_regular_and_enhanced_and_flowers_alpha_are_told_apart(tmp_path):
     fake_run(str(root), "oxford_flowers", 4, "enhanced", (75.0,))
     runs = summarize.collect(str(root))
     assert {(r.method, r.alpha, r.cfg) for r in runs} == {
-        ("regular", "1.0", "adam_lr2e-3_B256_ep100"), ("enhanced", "1.0", "adam_lr2e-3_B256_ep100")}
+        ("TaskRes", "1.0", "adam_lr2e-3_B256_ep100"), ("TaskRes-enhanced", "1.0", "adam_lr2e-3_B256_ep100")}
 
 
 def test_standard_run_wins_a_cell_with_several_runs(tmp_path):
@@ -261,7 +267,7 @@ def test_standard_run_wins_a_cell_with_several_runs(tmp_path):
     other = root / "dtd" / "TaskRes" / "adam_lr2e-4_B256_ep200_rn50_regular-base_alpha0.7_16shots" / "seed1"
     write(str(other / "log.txt"), train_log(10.0))
     table = summarize.Table(summarize.collect(str(root)))
-    assert table.stats("dtd", "regular", "rn50", 16)[0] == 60.0
+    assert table.stats("dtd", "TaskRes", "rn50", 16)[0] == 60.0
 
 
 def test_several_backbones_get_their_own_rows(tmp_path):
@@ -272,7 +278,7 @@ def test_several_backbones_get_their_own_rows(tmp_path):
     methods = [r[1] for r in read_csv(root / "summary.csv")[1:]]
     assert methods == ["TaskRes (regular base) [rn50]", "TaskRes (regular base) [vitb16]"]
     summarize.summarize(str(root), str(tmp_path / "only"), backbone="vitb16")
-    assert read_csv(tmp_path / "only" / "summary.csv")[1] == ["dtd", "TaskRes (regular base)", "66.00 ± 0.00 (n=1)"]
+    assert read_csv(tmp_path / "only" / "summary.csv")[1][:3] == ["dtd", "TaskRes (regular base)", "66.00 ± 0.00 (n=1)"]
 
 
 def test_cli_errors_and_output(tmp_path, full_tree):
@@ -295,7 +301,7 @@ def test_non_benchmark_dataset_gets_its_table_and_an_average_plot(tmp_path):
     fake_run(str(root), "fashion_mnist", 4, "regular", (70.0, 72.0))
     write(str(root / "fashion_mnist" / "ZeroshotCLIP" / "rn50-untrained" / "log.txt"), eval_log(10.0))
     written = summarize.summarize(str(root))
-    rows = read_csv(root / "summary.csv")
+    rows = [r[:-len(summarize.PROVENANCE)] for r in read_csv(root / "summary.csv")]
     assert ["fashion_mnist", "TaskRes (regular base) [rn50]", "-", "71.00 ± 1.00 (n=2)"] in rows
     assert ["fashion_mnist", "ZeroshotCLIP [rn50-untrained]", "10.00 ± 0.00 (n=1)", "-"] in rows
     assert not any(r[0] == "Average" for r in rows)  # the Average row is the 11-dataset benchmark's

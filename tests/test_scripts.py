@@ -1,11 +1,15 @@
 """The published bash workflows (train_regular.sh, train_enhance.sh, test_dg.sh,
-scripts/taskres/*.sh): exact train.py command lines under --dry-run, and the run loop
-(skip finished runs, go on after a failure, exit non-zero) with a fake python."""
+scripts/taskres/*.sh, thin entry points of scripts/plan.py): exact train.py command lines under
+--dry-run, and the run loop (skip finished runs, go on after a failure, exit non-zero, stop the
+sweep on Ctrl-C / SIGTERM) with a fake python."""
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -24,7 +28,8 @@ SCRIPTS = ["train_regular.sh", "train_enhance.sh", "test_dg.sh", "scripts/taskre
 
 def run_script(script, *args, env=None, cwd=ROOT):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
-    full_env.update(env or {})
+    # the planner (scripts/plan.py) needs a real python; PYTHON is the fake one of the train.py runs
+    full_env.update({"TR_RUNNER_PYTHON": sys.executable, **(env or {})})
     return subprocess.run(["bash", os.path.join(ROOT, script), *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=120)
 
@@ -53,12 +58,27 @@ class Cmd:
         return self.flags[key]
 
 
+def planned(script, *args, env=None, cwd=ROOT):
+    """The commands the workflow's --dry-run prints, planned in this process (what the bash entry
+    point runs, without starting a python per call: tests/test_plan.py pins the entry points)."""
+    from scripts import plan
+
+    name = next(n for n, (s, _, _) in plan.WORKFLOWS.items() if s == script)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
+    full_env.update(env or {})
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        _, runs = plan.plan(name, ["--dry-run", *args], env=full_env)
+    finally:
+        os.chdir(here)
+    return [shlex.join(r.argv) for group in plan.run_jobs.stages(runs) for r in group]
+
+
 def dry_run(script, *args, env=None, cwd=ROOT):
     # PYTHON=false: should a dry run ever execute a command, it fails instead of training
     env = {"DATA": "/datasets", "PYTHON": "false", **(env or {})}
-    proc = run_script(script, "--dry-run", *args, env=env, cwd=cwd)  # before any "--"
-    assert proc.returncode == 0, proc.stderr
-    return [Cmd(line) for line in proc.stdout.splitlines()]
+    return [Cmd(line) for line in planned(script, *args, env=env, cwd=cwd)]
 
 
 def expected_cfg(dataset, shots):
@@ -256,8 +276,19 @@ def test_relative_output_is_relative_to_the_caller(tmp_path):
     assert c["--root"] == f"{tmp_path}/data"
 
 
+def test_dry_run_needs_no_dataset_root_but_a_run_does(tmp_path):
+    """README's `compare.sh --dry-run` lines work as written without DATA: a placeholder root."""
+    proc = run_script("train_regular.sh", "--dry-run", "--datasets", "dtd", "--shots", "1", "--seeds", "1",
+                      env={"PYTHON": "false", "OUTPUT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    [c] = [Cmd(line) for line in proc.stdout.splitlines()]
+    assert c["--root"] == "<DATA>" and "the commands show <DATA>" in proc.stderr
+    proc = run_script("train_regular.sh", "--datasets", "dtd", "--shots", "1", "--seeds", "1",
+                      env={"PYTHON": "false", "OUTPUT": str(tmp_path)})
+    assert proc.returncode == 2 and "no dataset root: set DATA" in proc.stderr and not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize("args, env, message", [
-    ((), {}, "no dataset root: set DATA"),
     (("--shots", "0"), {"DATA": "/d"}, "--shots: '0' is not valid"),
     (("--datasets", "mnist"), {"DATA": "/d"}, "--datasets: 'mnist' is not valid"),
     (("--bogus", "1"), {"DATA": "/d"}, "unknown option '--bogus'"),
@@ -377,7 +408,7 @@ def test_default_python_is_the_venv(tmp_path):
 @pytest.mark.parametrize("backbone, tag", [("RN50", "rn50"), ("RN50x16", "rn50x16"), ("ViT-B/16", "vitb16"),
                                            ("ViT-L/14@336px", "vitl14336px"), ("weights/My-CLIP@v2.pt", "myclipv2")])
 def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag, tmp_path):
-    """The scripts' tr_backbone_tag and trainers/clip_trainer.py's backbone_tag (which names the
+    """The planner's backbone_tag and trainers/clip_trainer.py's backbone_tag (which names the
     strong_base/ files StrongBase writes) give the same tag, so the scripts find those files."""
     from trainers.clip_trainer import backbone_tag
 
@@ -386,11 +417,10 @@ def test_backbone_tag_matches_the_strong_base_writer_rule(backbone, tag, tmp_pat
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
         backbone = str(path)
-    proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh && tr_backbone_tag "$1"', "_", backbone],
-                          capture_output=True, text=True, cwd=ROOT, timeout=30)
-    assert proc.returncode == 0, proc.stderr
+    from scripts.plan import backbone_tag as planner_tag
+
     assert backbone_tag(backbone) == tag
-    assert proc.stdout.strip() == tag
+    assert planner_tag(backbone) == tag
 
 
 def test_backbone_comes_from_the_trainer_config(tmp_path):
@@ -431,17 +461,14 @@ def test_config_typo_stops_the_workflow(tmp_path, script, args):
     assert "error: no trainer config" in proc.stderr and "names there:" in proc.stderr
 
 
-def test_die_inside_command_substitution_exits_the_caller():
-    proc = subprocess.run(["bash", "-c", 'set -euo pipefail; source scripts/taskres/common.sh; '
-                           'echo "$(tr_die boom)"; echo still-running'],
-                          capture_output=True, text=True, cwd=ROOT, timeout=30)
-    assert proc.returncode == 2 and "still-running" not in proc.stdout and "error: boom" in proc.stderr
-
-
 def test_config_without_a_backbone_needs_the_flag(tmp_path):
-    proc = subprocess.run(["bash", "-c", 'source scripts/taskres/common.sh; BACKBONE_ARG=; tr_backbone_for "$1"',
-                           "_", "configs/datasets/dtd.yaml"], capture_output=True, text=True, cwd=ROOT, timeout=30)
-    assert proc.returncode == 2 and "names no backbone" in proc.stderr and "--backbone" in proc.stderr
+    # a TaskRes config without MODEL.BACKBONE.NAME: the planner says to pass --backbone, and runs nothing
+    from scripts import plan
+
+    opts = plan.Options("train_regular.sh", "datasets shots seeds backbone cfg dry-run", ["--dry-run"],
+                        "", env={"PYTHON": "false"})
+    with pytest.raises(plan.PlanError, match="names no backbone .*--backbone"):
+        plan.Planner(opts).backbone_for("configs/datasets/dtd.yaml")
 
 
 def test_integer_alpha_passes_through_unchanged(tmp_path, fake_env):
@@ -556,3 +583,71 @@ def test_taskres_opts_after_dashes_reach_only_the_taskres_runs(tmp_path):
         assert "TRAINER.TaskRes.PREC" not in c.opts and c.opts["OPTIM.MAX_EPOCH"] == "2"
     for c in by_trainer["TaskRes"]:
         assert c.opts["TRAINER.TaskRes.PREC"] == "fp32" and c.opts["OPTIM.MAX_EPOCH"] == "2"
+
+
+# ---- Ctrl-C and SIGTERM stop the whole sweep (issue 20) -------------------------------------------
+SIGNAL_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for train.py: records its call, then runs until a signal ends it the way train.py does
+# (exit 130 on SIGINT, 143 on SIGTERM), or dies by SIGINT itself (FAKE_MODE=selfint).
+printf '%s\n' "$*" >> "$FAKE_LOG"
+if [[ "${FAKE_MODE:-}" == selfint ]]; then trap - INT; kill -INT $$; fi
+trap 'exit 130' INT
+trap 'exit 143' TERM
+: > "$FAKE_MARK"
+for _ in $(seq 600); do sleep 0.1; done
+"""
+
+
+def start_sweep(tmp_path, mode="", *options):
+    fake = tmp_path / "fake_python"
+    fake.write_text(SIGNAL_PYTHON)
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON")}
+    env.update(PYTHON=str(fake), TR_RUNNER_PYTHON=sys.executable, DATA=str(tmp_path / "data"),
+               OUTPUT=str(tmp_path / "out"), FAKE_LOG=str(tmp_path / "calls.log"), FAKE_MARK=str(tmp_path / "mark"),
+               FAKE_MODE=mode)
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "train_regular.sh"), "--datasets", "dtd", "--shots", "1",
+                             "--seeds", "1 2 3", *options], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return proc
+
+
+def wait_for(path, proc, seconds=120):
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the first run never started"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_on_resuming(tmp_path, how):
+    proc = start_sweep(tmp_path)
+    wait_for(tmp_path / "mark", proc)
+    if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:  # Slurm before preemption, `kill PID`: the sweep only; it passes it on to the run
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1  # seeds 2 and 3 never started
+    lines = [line for line in err.splitlines() if "run the same command again to resume" in line]
+    assert len(lines) == 1 and "FAILED" not in err, err
+
+
+def test_ctrl_c_stops_runs_side_by_side_and_starts_no_more(tmp_path):
+    proc = start_sweep(tmp_path, "", "--jobs", "2")
+    wait_for(tmp_path / "mark", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len((tmp_path / "calls.log").read_text().splitlines()) <= 2  # seed 3 never started
+    assert "run the same command again to resume" in err and "FAILED" not in err
+
+
+def test_a_run_that_dies_by_sigint_stops_the_sweep(tmp_path):
+    proc = start_sweep(tmp_path, mode="selfint")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1
+    assert "run the same command again to resume" in err and "FAILED" not in err

@@ -32,7 +32,7 @@ from test_methods_train import CHILD, final_state, last_epoch
 import trainers
 from trainers import clap, coop, kgcoop, lp_plus_plus as lpp, prograd
 from trainers.taskres import build_base_text_features
-from trainers.method_rules import coop_epochs
+from engine.protocol import coop_epochs
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "bird"]
 PROMPT_KEYS = {"ctx", "token_prefix", "token_suffix"}

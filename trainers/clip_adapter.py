@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.protocol import Protocol, coop_schedule
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .methods.clip_adapter import Adapter, adapter_logits
@@ -56,6 +57,10 @@ class CustomCLIP(nn.Module):
 @TRAINER_REGISTRY.register()
 class CLIP_Adapter(FrozenCLIPTrainer):  # noqa: N801 - the original's registered name
     """CLIP-Adapter; see the module docstring."""
+
+    # Its repository says to run it with CoOp's commands: CoOp's per-shot epochs
+    protocol = Protocol(label="CLIP-Adapter", config=coop_schedule, evaluations=("dg",),
+                        source="gaopengcuhk/CLIP-Adapter README (CoOp's scripts)", order=60)
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.CLIP_ADAPTER

@@ -23,6 +23,7 @@ from engine.errors import ConfigError
 from engine.features import FeatureSource, file_identity
 from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.protocol import backbone_tag  # noqa: F401 - trainers import it from here
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what FEATURE_CACHE.NUM_THREA
 # OpenAI CLIP's input normalisation (its preprocess), for models that come without a preprocess
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def backbone_tag(name):
-    """Short backbone name used in folder names: RN50 -> rn50, ViT-B/16 -> vitb16."""
-    base = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
-    return base.lower().replace("/", "").replace("-", "").replace("@", "")
 
 
 def weights_identity(cfg):

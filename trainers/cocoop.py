@@ -20,6 +20,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.protocol import Protocol
 
 from .coop import (PromptTrainer, TextEncoder, check_image_size, check_prompt_cfg, class_prompt_embeddings,
                    init_context, supports_shared_prefix)
@@ -120,6 +121,11 @@ class CustomCLIP(nn.Module):
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
     """Conditional Context Optimization; see the module docstring."""
+
+    # CoCoOp's one published config (ViT-B/16 settings, 4 context tokens, 10 epochs, batch 1) at every shot count
+    protocol = Protocol(label="CoCoOp", config="vit_b16_c4_ep10_batch1_ctxv1", evaluations=("dg", "base2new"),
+                        extra={"locked_opts": ("TRAINER.COCOOP.",)},
+                        source="KaiyangZhou/CoOp COCOOP.md", order=50)
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.COCOOP

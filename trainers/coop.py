@@ -30,6 +30,7 @@ from clip.simple_tokenizer import SimpleTokenizer
 from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.protocol import Protocol, Variant, coop_schedule
 from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
@@ -340,6 +341,20 @@ class PromptTrainer(FrozenCLIPTrainer):
 @TRAINER_REGISTRY.register()
 class CoOp(PromptTrainer):
     """Context Optimization; see the module docstring."""
+
+    # The comparison runs the README's main setting: 16 context tokens, one unified context, the
+    # class token at the end, with CoOp's per-shot epochs.
+    protocol = Protocol(
+        label="CoOp",
+        config=coop_schedule,
+        variants=(Variant("", opts=("TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False",
+                                    "TRAINER.COOP.CLASS_TOKEN_POSITION", "end"),
+                          folder="_nctx16_cscFalse_ctpend"),),
+        evaluations=("dg", "base2new"),
+        extra={"locked_opts": ("TRAINER.COOP.",)},
+        source="KaiyangZhou/CoOp COOP.md (1 shot 50 epochs, 2/4 100, 8/16 200; ImageNet 50)",
+        order=40,
+    )
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.COOP

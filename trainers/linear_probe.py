@@ -18,6 +18,7 @@ from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
+from engine.protocol import Protocol, family_config
 
 from .class_subset import select_classes
 from .clip_trainer import PRECISIONS
@@ -51,6 +52,9 @@ class LinearHead(nn.Module):
 @TRAINER_REGISTRY.register()
 class LinearProbe(FitOnceTrainer):
     """fit (coarse C list, binary search on val) -> save ``linear_probe`` -> test (see FitOnceTrainer)."""
+
+    protocol = Protocol(label="Linear probe", config=family_config, evaluations=("dg",), order=30,
+                        source="CLIP's linear-probe protocol as CoOp runs it (one config per backbone)")
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.LINEAR_PROBE

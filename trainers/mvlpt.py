@@ -44,6 +44,7 @@ from engine.data.multitask import (
     MultiTaskClassification, OriginalLinesClassification, own_task_logits, use_multitask_data, wants_multitask_data)
 from engine.elevater_metrics import elevater_metric
 from engine.errors import ConfigError
+from engine.protocol import Protocol
 from engine.metrics import compute_accuracy
 
 from .coop import (
@@ -375,6 +376,29 @@ class CustomCLIP(nn.Module):
 @TRAINER_REGISTRY.register()
 class MVLPT(PromptTrainer):
     """Multitask prompt tuning; see the module docstring."""
+
+    # Its own workflows (scripts/mvlpt/*.sh), not compare.sh's grid: the original scripts' opts per
+    # prompt kind ({nctx}: the prompt length) and its 11 source datasets, in the order that sets the
+    # tasks' label offsets (part of a source run's identity).
+    protocol = Protocol(
+        label="MVLPT", config="vit_b16", default_grid=False, end_to_end=True,
+        extra={
+            "common_opts": ("TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION", "middle", "TRAINER.MVLPT.COOP.CSC", "False",
+                            # best_val as the original selects; ImageNet's val split is its test split (as in
+                            # CoOp), so the selection sees test images: allowed on purpose, and log.txt warns
+                            "TEST.NO_TEST", "False", "TEST.FINAL_MODEL", "best_val", "TEST.ALLOW_VAL_IS_TEST", "True"),
+            "kinds": {
+                "UPT": ("TRAINER.MVLPT.VPT.N_CTX", "{nctx}", "TRAINER.MVLPT.COOP.N_CTX", "{nctx}",
+                        "TRAINER.CUT_CONTEXTLEN", "True"),
+                "VPT": ("TRAINER.MVLPT.VPT.N_CTX", "{nctx}", "TRAINER.MVLPT.COOP.N_CTX", "0"),
+                "CoOp": ("TRAINER.MVLPT.VPT.N_CTX", "0", "TRAINER.MVLPT.COOP.N_CTX", "{nctx}",
+                         "TRAINER.CUT_CONTEXTLEN", "True"),
+            },
+            "setting": "nctx{nctx}_cscFalse_ctpmiddle",
+            "sources": ("imagenet", "caltech101", "food101", "stanford_cars", "oxford_pets", "oxford_flowers",
+                        "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"),
+        },
+        source="sIncerass/MVLPT scripts/mvlpt/main_mt_coopdata_cut.sh, main_single_coopdata_cut.sh")
 
     def __init__(self, cfg):
         super().__init__(cfg)

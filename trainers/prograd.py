@@ -39,7 +39,7 @@ from engine.protocol import Protocol, Variant
 from .clip_trainer import CosineClassifier
 from .coop import CoOp, CustomCLIP, PromptLearner, check_prompt_cfg
 from .kgcoop import hand_crafted_features, hand_crafted_template
-from .method_rules import coop_epochs
+from engine.protocol import coop_epochs
 
 logger = logging.getLogger(__name__)
 

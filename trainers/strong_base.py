@@ -34,6 +34,7 @@ from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError
 from engine.data.multitask import MultiTaskClassification, own_task_logits, use_multitask_data, wants_multitask_data
 from engine.metrics import compute_accuracy
+from engine.protocol import Protocol
 from engine.utils.checkpoint import save_checkpoint
 from engine.utils.integrity import file_sha256
 
@@ -124,6 +125,12 @@ def multitask_pre_projection(clip_model, dataset):
 @TRAINER_REGISTRY.register()
 class StrongBase(FrozenCLIPTrainer):
     """Tunes CLIP's text projection on the few-shot set; writes the enhanced-base file."""
+
+    # A producer, not a method of the comparison: TaskRes-enhanced needs its file of (dataset, shots,
+    # backbone), <root>/<DatasetClass>/<backbone tag>_<K>shots/model.pth.tar, made with seed 1.
+    protocol = Protocol(label="StrongBase", config="adam_lr2e-4_ep50", default_grid=False,
+                        extra={"writes": "{root}/{dataset_class}/{tag}_{shots}shots/model.pth.tar",
+                               "folder": "{tag}_{shots}shots", "seeds": (1,)})
 
     training_free = False
 

@@ -20,6 +20,7 @@ from yacs.config import CfgNode as CN
 from engine import TRAINER_REGISTRY
 from engine.config import unused_key
 from engine.errors import CheckpointError, ConfigError
+from engine.protocol import Protocol, Variant
 from engine.utils.checkpoint import load_checkpoint
 
 from .clip_trainer import FrozenCLIPTrainer, cosine_logits, encode_if_images
@@ -124,11 +125,45 @@ class CustomCLIP(nn.Module):
         return cosine_logits(image_features, self.prompt_learner(), self.logit_scale)
 
 
+def taskres_schedule(dataset, shots, family=None):
+    """The original scripts' config of a run: ImageNet lr 2e-4, the others 2e-3; up to 4 shots
+    100 epochs, more shots 200."""
+    lr = "2e-4" if dataset == "imagenet" else "2e-3"
+    return f"adam_lr{lr}_B256_ep{100 if shots <= 4 else 200}"
+
+
+def taskres_alpha(dataset):
+    """Residual scale alpha of the original scripts: 1.0 for OxfordFlowers, 0.5 elsewhere."""
+    return "1.0" if dataset == "oxford_flowers" else "0.5"
+
+
+# Generalization (DG evaluation) config per backbone tag; a weights file evaluates with its training config.
+DG_CONFIGS = {"rn50": "generalization_rn50", "rn101": "generalization_rn101", "vitb16": "generalization_vit16",
+              "vitb32": "generalization_vit32"}
+ALPHA_OPTS = ("TRAINER.TaskRes.RESIDUAL_SCALE", "{alpha}")
+
+
 @TRAINER_REGISTRY.register()
 class TaskRes(FrozenCLIPTrainer):
     """Task Residual Tuning; see the module docstring."""
 
     training_free = False
+    protocol = Protocol(
+        label="TaskRes",
+        config=taskres_schedule,
+        variants=(
+            Variant("", flags=("--enhanced-base", "none"), opts=ALPHA_OPTS, folder="_regular-base_alpha{alpha}",
+                    label="TaskRes (regular base)"),
+            # the enhanced base of (dataset, shots) comes from a StrongBase run, made first
+            Variant("enhanced", flags=("--enhanced-base", "{needs}"), opts=ALPHA_OPTS,
+                    folder="_enhanced-base_alpha{alpha}", label="TaskRes (enhanced base)", needs=("StrongBase",)),
+        ),
+        evaluations=("dg",),
+        # the backbone of a run is its config's MODEL.BACKBONE.NAME unless --backbone names one
+        extra={"alpha": taskres_alpha, "dg_configs": DG_CONFIGS, "backbone_from_config": True},
+        source="geekyutao/TaskRes scripts/main.sh, eval.sh (per-shot config, alpha 0.5, flowers 1.0)",
+        order=90,
+    )
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

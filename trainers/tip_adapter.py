@@ -27,6 +27,7 @@ from yacs.config import CfgNode as CN
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
+from engine.protocol import Protocol
 
 from .class_subset import select_classes
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
@@ -38,6 +39,34 @@ from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SE
 from .text_features import prompt_features
 
 logger = logging.getLogger(__name__)
+
+
+# The original's configs/<dataset>.yaml, one setting per dataset at every shot count:
+# (search_scale [beta, alpha], init_alpha, init_beta, train_epoch); search_step [200, 20],
+# augment_epoch 10, lr 0.001 everywhere. configs/trainers/TipAdapter*/<family>_<dataset>.yaml hold them.
+PUBLISHED = {
+    "caltech101": ([12, 5], 3.0, 1.0, 20),
+    "dtd": ([13, 13], 2.0, 1.0, 20),
+    "eurosat": ([12, 10], 2.0, 1.0, 100),
+    "fgvc_aircraft": ([30, 30], 5.0, 1.0, 20),
+    "food101": ([10, 10], 1.17, 1.0, 20),
+    "imagenet": ([7, 3], 1.17, 1.0, 20),
+    "oxford_flowers": ([50, 50], 10.0, 1.0, 20),
+    "oxford_pets": ([7, 3], 1.17, 1.0, 20),
+    "stanford_cars": ([20, 10], 3.0, 1.0, 20),
+    "sun397": ([12, 10], 1.17, 1.0, 20),
+    "ucf101": ([7, 3], 3.0, 1.0, 20),
+}
+
+
+def per_dataset_config(dataset, shots, family):
+    """Tip-Adapter's config of a run: one per dataset, the same at every shot count."""
+    return f"{family}_{dataset}"
+
+
+def _protocol(label, order):
+    return Protocol(label=label, config=per_dataset_config, evaluations=("dg",), order=order,
+                    source="gaopengcuhk/Tip-Adapter configs/<dataset>.yaml")
 
 
 def extend_cfg(cfg):
@@ -155,6 +184,8 @@ class _TipAdapterParts:
 class TipAdapter(_TipAdapterParts, FitOnceTrainer):
     """Training-free: fill the cache, search (beta, alpha) on val, save ``tip_adapter``, test."""
 
+    protocol = _protocol("Tip-Adapter", 70)
+
     def build_model(self):
         self.load_clip_and_head()
         self.register_model("tip_adapter", self.model, None, None)
@@ -172,6 +203,8 @@ class TipAdapterF(_TipAdapterParts, FrozenCLIPTrainer):
     Epoch loop of TrainerX (resume, checkpoints); the cache is filled before the first epoch
     (a resumed run loads the trained keys instead) and the search runs after the last one.
     """
+
+    protocol = _protocol("Tip-Adapter-F", 80)
 
     learnable_keys = True
 

@@ -8,8 +8,10 @@ import logging
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.protocol import Protocol
 
 from .clip_trainer import CosineClassifier, FrozenCLIPTrainer
+from .taskres import taskres_schedule
 from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
 from .text_features import prompt_features
 
@@ -21,9 +23,17 @@ def extend_cfg(cfg):
     cfg.TRAINER.ZeroshotCLIP.PREC = "fp16"
 
 
+def _taskres_one_shot_config(dataset, shots, family):
+    # the TaskRes scripts' zero-shot run: the 1-shot TaskRes config (its backbone, input, batch size)
+    return taskres_schedule(dataset, 1)
+
+
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(FrozenCLIPTrainer):
     training_free = True  # --eval-only runs without --model-dir; no training views are encoded
+    protocol = Protocol(label="ZeroshotCLIP", config=_taskres_one_shot_config, config_dir="TaskRes", trains=False,
+                        evaluations=("dg",), order=10, extra={"backbone_from_config": True},
+                        source="geekyutao/TaskRes scripts/zeroshot.sh")
 
     def build_head(self, clip_model):
         template = CUSTOM_TEMPLATES.get(self.cfg.DATASET.NAME, DEFAULT_TEMPLATE)

@@ -10,6 +10,7 @@ import logging
 from yacs.config import CfgNode as CN
 
 from engine import TRAINER_REGISTRY
+from engine.protocol import Protocol, family_config
 
 from .methods.prompt_ensemble import ensemble_classifier, ensemble_templates
 from .templates import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT
@@ -28,6 +29,9 @@ def extend_cfg(cfg):
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP2(ZeroshotCLIP):
     """Prompt-ensembled zero-shot CLIP; ``train`` (evaluate only) as ZeroshotCLIP."""
+
+    protocol = Protocol(label="ZeroshotCLIP2 (ensemble)", config=family_config, trains=False, evaluations=("dg",),
+                        order=20, source="KaiyangZhou/CoOp (its CoOp/<backbone>.yaml)")
 
     def trainer_cfg(self):
         return self.cfg.TRAINER.ZeroshotCLIP2

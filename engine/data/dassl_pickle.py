@@ -13,7 +13,7 @@ import os
 import pickle
 
 from ..errors import DataError
-from .datasets import Datum
+from .datum import Datum
 
 logger = logging.getLogger(__name__)
 

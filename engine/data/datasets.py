@@ -23,6 +23,8 @@ from ..errors import DataError
 from ..registry import Registry
 from ..utils.integrity import json_digest
 from ..utils.io import atomic_write_text
+from .dassl_pickle import read_dassl_pickle, rebase_items
+from .datum import Datum  # noqa: F401 - engine.data.datasets.Datum, as before
 
 logger = logging.getLogger(__name__)
 
@@ -42,35 +44,6 @@ def shared_fewshot_generator(rng):
         yield rng
     finally:
         _SHARED_FEWSHOT_RNG.reset(token)
-
-
-class Datum:
-    """One labelled image: ``impath`` (absolute), ``label`` (int), ``domain``, ``classname``."""
-
-    __slots__ = ("_impath", "_label", "_domain", "_classname")
-
-    def __init__(self, impath="", label=0, domain=0, classname=""):
-        if not isinstance(impath, str):
-            raise TypeError(f"Datum.impath must be a str, got {type(impath).__name__}")
-        self._impath = impath
-        self._label = int(label)
-        self._domain = int(domain)
-        self._classname = classname
-
-    impath = property(lambda self: self._impath)
-    label = property(lambda self: self._label)
-    domain = property(lambda self: self._domain)
-    classname = property(lambda self: self._classname)
-
-    def __repr__(self):
-        return f"Datum({self._impath!r}, label={self._label}, classname={self._classname!r})"
-
-    def __eq__(self, other):
-        return isinstance(other, Datum) and (self.impath, self.label, self.domain, self.classname) == (
-            other.impath, other.label, other.domain, other.classname)
-
-    def __hash__(self):
-        return hash((self._impath, self._label))
 
 
 class DatasetBase:
@@ -280,8 +253,6 @@ def _read_fewshot_cache(path, source_id, root, train, val):
 
 def _read_coop_fewshot(path, train, val, dataset_root):
     """CoOp's ``split_fewshot/shot_K-seed_S.pkl``: {"train", "val"} (ImageNet's has "train" only)."""
-    from .dassl_pickle import read_dassl_pickle, rebase_items
-
     data = read_dassl_pickle(path, ["train"], optional=["val"])
     if val and "val" not in data:
         raise DataError(f'{path} has no "val" list, which this dataset needs; delete it so the sample is drawn again.')
