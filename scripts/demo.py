@@ -85,11 +85,12 @@ class Setting:
 TASKRES_ALPHA = ("TRAINER.TaskRes.RESIDUAL_SCALE", "0.5")  # the paper's alpha for most datasets
 
 # The demo's methods, in table order. A new method joins by adding its name here.
-METHODS = ["ZeroshotCLIP", "LinearProbe", "CoOp", "CLIP_Adapter", "TipAdapterF", "TaskRes", "TaskRes-enhanced"]
-# The text-side methods papers of 2023-24 compare against: `--methods recent` adds them (cached
-# features, so minutes); the tower-tuning ones (MaPLe, PromptSRC, CLIP-LoRA) train end to end and
-# join by name (`--methods ... MaPLe`), far beyond the demo's 10-minute budget on 2 CPU cores.
+# The text-side methods papers of 2023-24 compare against (cached features: seconds a run). The
+# tower-tuning ones (MaPLe, PromptSRC, CLIP-LoRA) train end to end and join by name (`--methods ...
+# MaPLe`), far beyond the demo's 10-minute budget on 2 CPU cores.
 RECENT_METHODS = ["KgCoOp", "ProGrad", "CLAP", "LPPlusPlus"]
+METHODS = ["ZeroshotCLIP", "LinearProbe", "CoOp", "CLIP_Adapter", "TipAdapterF", *RECENT_METHODS, "TaskRes",
+           "TaskRes-enhanced"]
 
 SETTINGS = {
     # Zero-shot reads its input pipeline (CLIP's mean/std, bicubic) from a trainer config.
