@@ -299,8 +299,7 @@ def main(argv=None):
             status = "interrupted"
             raise
         finally:
-            if os.path.exists(record.path):  # started: the run's folder says how it ended
-                record.end(status)
+            record.end(status)  # when it started: the run's folder says how it ended
             trainer.trackers.finish(record.path, status)
         return trainer
 

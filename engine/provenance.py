@@ -75,6 +75,8 @@ def weights_record(cfg):
         path = None
     if not path or not os.path.isfile(path):
         return None, None, f"open_clip:{bb.NAME}" if bb.NAME else ""
+    if not cfg.FEATURE_CACHE.ENABLED:  # the cache switched off: nothing is written there, not even the hash
+        return path, sha256_file(path), path
     return path, file_sha256(path, cfg.FEATURE_CACHE.DIR or None), path
 
 
@@ -209,9 +211,26 @@ class RunRecord:
         atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
 
     def start(self):
+        """Write the running record; a finished run's record already in the folder is remembered, so
+        a later attempt that fails (a corrupt checkpoint, a full disk) does not erase what finished."""
+        self.started = True
+        self.previous = None
+        try:
+            with open(self.path) as f:
+                text = f.read()
+            if json.loads(text).get("status") == "finished":
+                self.previous = text
+        except (OSError, ValueError, AttributeError):
+            pass
         self.write()
 
     def end(self, status):
+        """The record of how the run ended; nothing when it never started (it failed during setup)."""
+        if not getattr(self, "started", False):
+            return
+        if status != "finished" and self.previous is not None:
+            atomic_write_text(self.path, self.previous)  # the folder still holds that finished run's results
+            return
         self.data.update(status=status, end=_now(), wall_s=round(time.time() - self.t0, 3),
                          results=read_results(os.path.dirname(self.path)))
         self.write()

@@ -1,6 +1,6 @@
 """Which config keys code reads: a config node that records every leaf key read from it.
 
-    with recording_configs(monkeypatch) as reads:   # train.setup_cfg now returns a RecordingCfg
+    with recording_configs(monkeypatch) as reads:   # launch.setup_cfg now returns a RecordingCfg
         run_train(...)                              # every cfg.X.Y / cfg["Y"] / .get("Y") lands in reads
 
 Reads made while the config is merged (yacs walking every key) are not recorded: only code that
@@ -39,16 +39,16 @@ def recording(cfg):
 
 @contextlib.contextmanager
 def recording_configs(monkeypatch):
-    import train
+    from engine import launch  # train.py's setup (train.main is launch.main)
 
-    real = train.setup_cfg
-    monkeypatch.setattr(train, "setup_cfg", lambda args: recording(real(args)))
+    real = launch.setup_cfg
+    monkeypatch.setattr(launch, "setup_cfg", lambda args: recording(real(args)))
     before = set(RecordingCfg.reads)
     RecordingCfg.reads.clear()
     try:
         yield RecordingCfg.reads
     finally:
-        monkeypatch.setattr(train, "setup_cfg", real)
+        monkeypatch.setattr(launch, "setup_cfg", real)
         got = set(RecordingCfg.reads)
         RecordingCfg.reads.clear()
         RecordingCfg.reads.update(before | got)

@@ -109,6 +109,9 @@ def _reading_scenarios(tmp, monkeypatch):
         run_train(*common, "--trainer", "TaskRes", "--output-dir", out, "FEATURE_CACHE.ENABLED", False,
                   "TEST.FINAL_MODEL", "best_val")
         run_train(*common, "--trainer", "TaskRes", "--output-dir", tmp / "eval", "--eval-only", "--model-dir", out)
+        run_train(*common, "--trainer", "TaskRes", "--output-dir", tmp / "tracked", "TRACKING.MLFLOW", True,
+                  "TRACKING.MLFLOW_URI", f"file:{tmp / 'mlruns'}", "TRACKING.WANDB", True,
+                  "TRACKING.WANDB_DIR", tmp / "wandb")
         run_train(*common, "--trainer", "TaskRes", "--output-dir", tmp / "inet", "DATASET.NAME", "ImageNet",
                   "TEST.FINAL_MODEL", "best_val", "TEST.ALLOW_VAL_IS_TEST", True)
         run_train(*common, "--trainer", "TaskRes", "--output-dir", tmp / "elevater", "DATASET.NAME", "Elevater",

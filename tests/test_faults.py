@@ -717,7 +717,9 @@ def test_any_other_file_that_cannot_be_written_is_one_sentence(assets, tmp_path,
     def save_config(cfg):
         raise OSError(code, os.strerror(code), path)
 
-    monkeypatch.setattr(train, "save_config", save_config)
+    from engine import launch  # train.main is launch.main: its save_config is the one called
+
+    monkeypatch.setattr(launch, "save_config", save_config)
     monkeypatch.setattr(train, "install_stop_handler", lambda: None)  # not in the test process
     monkeypatch.setattr(sys, "argv", ["train.py", *map(str, args(assets["data"], assets["cfg"], out))])
     with pytest.raises(SystemExit) as exc:

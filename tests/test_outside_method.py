@@ -19,7 +19,7 @@ def docstring_example():
     from trainers.clip_trainer import FrozenCLIPTrainer
 
     doc = FrozenCLIPTrainer.__doc__
-    block = doc.split("(the whole method, ~30 lines)::", 1)[1].split("\n    with its config group", 1)[0]
+    block = doc.split("before the head)::", 1)[1].split("\n    with its config group", 1)[0]
     return textwrap.dedent(block).strip() + "\n"
 
 

@@ -381,7 +381,9 @@ class MVLPT(PromptTrainer):
     # prompt kind ({nctx}: the prompt length) and its 11 source datasets, in the order that sets the
     # tasks' label offsets (part of a source run's identity).
     protocol = Protocol(
-        label="MVLPT", config="vit_b16", default_grid=False, end_to_end=True,
+        # end_to_end stays False: MCoOp trains on cached features; MVPT and MUPT switch the cache off
+        # themselves (their log says so), as they change the image encoder's forward
+        label="MVLPT", config="vit_b16", default_grid=False,
         extra={
             "common_opts": ("TRAINER.MVLPT.COOP.CLASS_TOKEN_POSITION", "middle", "TRAINER.MVLPT.COOP.CSC", "False",
                             # best_val as the original selects; ImageNet's val split is its test split (as in
