@@ -85,3 +85,21 @@ def prompted_text(text_encoder, prompts, tokenized, deep=()):
         x = block(x)
     x = text_encoder.ln_final(x.permute(1, 0, 2)).to(dtype)
     return x[torch.arange(x.shape[0], device=x.device), eot] @ text_encoder.text_projection
+
+
+def initial_context(clip_model, n_ctx, ctx_init, dtype):
+    """MaPLe's and PromptSRC's text context at the start: with CTX_INIT and n_ctx <= 4 the first n_ctx
+    token embeddings of CTX_INIT (its other words stay fixed text), else N(0, 0.02) vectors after
+    "X" placeholders. Returns (ctx [n_ctx, width], the prompt prefix the class prompts are built on)."""
+    import clip
+    from torch import nn
+
+    if ctx_init and n_ctx <= 4:
+        ctx_init = ctx_init.replace("_", " ")
+        tokens = clip.tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokens).type(dtype)
+        return embedding[0, 1:1 + n_ctx, :].cpu(), ctx_init
+    ctx = torch.empty(n_ctx, clip_model.ln_final.weight.shape[0], dtype=dtype)
+    nn.init.normal_(ctx, std=0.02)
+    return ctx, " ".join(["X"] * n_ctx)

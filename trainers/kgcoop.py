@@ -34,6 +34,7 @@ from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 from engine.protocol import Protocol, Variant
 
+from .templates import CUSTOM_TEMPLATES
 from .coop import CoOp, CustomCLIP, PromptLearner, check_prompt_cfg
 from .text_features import prompt_features
 
@@ -42,23 +43,7 @@ logger = logging.getLogger(__name__)
 INIT_WORDS = "a photo of a"  # what CTX_INIT True starts from, in the original whatever the dataset
 DEFAULT_TEMPLATE = "a photo of a {}."
 # The original's CUSTOM_TEMPLATES (trainers/kgcoop.py): the hand-crafted prompt per dataset
-TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "a photo of a {}, a type of texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
-    "Food101": "a photo of {}, a type of food.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-}
+TEMPLATES = {**CUSTOM_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
 # Saved by the original's prompt learner but never used in its forward pass
 ORIGINAL_UNUSED_KEYS = ("bias_vectors", "meta_net.linear1.weight", "meta_net.linear1.bias")
 

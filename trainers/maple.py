@@ -31,7 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-import clip
 from clip.model import VisionTransformer
 from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
@@ -41,7 +40,7 @@ from engine.utils.checkpoint import load_pretrained_weights
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .coop import TextEncoder, check_image_size, class_prompt_embeddings
-from .deep_prompts import prompted_text, prompted_vit
+from .deep_prompts import initial_context, prompted_text, prompted_vit
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +86,8 @@ class MultiModalPromptLearner(nn.Module):
         dtype = clip_model.dtype
         text_width = clip_model.ln_final.weight.shape[0]
         vision_width = clip_model.visual.conv1.weight.shape[0]
-        if ctx_init and n_ctx <= 4:
-            # as the original: the first n_ctx tokens of CTX_INIT are learnt, its other words stay as text
-            ctx_init = ctx_init.replace("_", " ")
-            tokens = clip.tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
-            with torch.no_grad():
-                embedding = clip_model.token_embedding(tokens).type(dtype)
-            ctx = embedding[0, 1:1 + n_ctx, :].cpu()
-            prompt_prefix = ctx_init
-        else:
-            ctx = torch.empty(n_ctx, text_width, dtype=dtype)
-            nn.init.normal_(ctx, std=0.02)
-            prompt_prefix = " ".join(["X"] * n_ctx)
+        # as the original: the first n_ctx tokens of CTX_INIT are learnt, its other words stay as text
+        ctx, prompt_prefix = initial_context(clip_model, n_ctx, ctx_init, dtype)
         logger.info("MaPLe design: Multi-modal Prompt Learning")
         logger.info('Initial context: "%s"', prompt_prefix)
         logger.info("Number of MaPLe context words (tokens): %d", n_ctx)

@@ -47,7 +47,7 @@ from engine.utils.checkpoint import load_pretrained_weights
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .coop import TextEncoder, check_image_size, class_prompt_embeddings
-from .deep_prompts import prompted_text, prompted_vit
+from .deep_prompts import initial_context, prompted_text, prompted_vit
 from .maple import FROZEN_PREFIXES, adapt_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -129,18 +129,8 @@ class VLPromptLearner(nn.Module):
     def __init__(self, classnames, clip_model, n_ctx=4, ctx_init="a photo of a"):
         super().__init__()
         dtype = clip_model.dtype
-        text_width = clip_model.ln_final.weight.shape[0]
-        if ctx_init and n_ctx <= 4:  # as the original (and MaPLe): the first n_ctx tokens of CTX_INIT
-            ctx_init = ctx_init.replace("_", " ")
-            tokens = clip.tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
-            with torch.no_grad():
-                embedding = clip_model.token_embedding(tokens).type(dtype)
-            ctx = embedding[0, 1:1 + n_ctx, :].cpu()
-            prompt_prefix = ctx_init
-        else:
-            ctx = torch.empty(n_ctx, text_width, dtype=dtype)
-            nn.init.normal_(ctx, std=0.02)
-            prompt_prefix = " ".join(["X"] * n_ctx)
+        # as the original (and MaPLe): the first n_ctx tokens of CTX_INIT are learnt
+        ctx, prompt_prefix = initial_context(clip_model, n_ctx, ctx_init, dtype)
         logger.info("Independent V-L design")
         logger.info('Initial text context: "%s"', prompt_prefix)
         logger.info("Number of context words (tokens) for Language prompting: %d", n_ctx)
