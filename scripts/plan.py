@@ -1,7 +1,8 @@
 """The experiment planner: a workflow's options -> the list of train.py runs it needs -> the runner.
 
     python scripts/plan.py compare [options] [-- KEY VALUE ...]      (what compare.sh runs)
-    python scripts/plan.py regular|enhance|dg|zeroshot|strong_base|main|eval|mvlpt_mt|mvlpt_single ...
+    python scripts/plan.py regular|enhance|dg|zeroshot|strong_base|main|eval|mvlpt_mt|mvlpt_single
+                          |mvlpt_mt_elevater|mvlpt_single_elevater ...
 
 The bash entry points (compare.sh, train_regular.sh, train_enhance.sh, test_dg.sh,
 scripts/taskres/*.sh, scripts/mvlpt/*.sh) only call this with their name. Every rule comes from
@@ -203,11 +204,12 @@ class Options:
     VALUE_OPTIONS = ("datasets", "shots", "seeds", "targets", "bases", "backbone", "jobs", "gpus", "submit",
                      "submit-opts", "cfg", "eval-cfg", "alpha", "load-epoch", "root", "output",
                      "strong-base-root", "strong-base-opts", "methods", "protocols", "trainer-dir",
-                     "enhanced-base", "sources", "source-shots", "model-dir")
+                     "enhanced-base", "sources", "elevater-sources", "source-shots", "model-dir")
 
-    def __init__(self, script, allowed, argv, usage, env=None):
+    def __init__(self, script, allowed, argv, usage, env=None, own_datasets=False):
         env = os.environ if env is None else env
         self.script, self.usage = script, usage
+        self.own_datasets = own_datasets  # --datasets are not CoOp dataset names: the planner checks them
         self.values, self.positional, self.extra_opts = {}, [], []
         self.dry_run = self.scratch = False
         self.trainer_dirs = []
@@ -263,8 +265,11 @@ class Options:
 
     def _check(self, env):
         known = "|".join(map(re.escape, KNOWN_DATASETS))
-        self.datasets = self.word_list("datasets", self.get("datasets", " ".join(BENCHMARK)), known,
-                                       "one of: " + " ".join(KNOWN_DATASETS))
+        if self.own_datasets:
+            self.datasets = self.get("datasets").split()
+        else:
+            self.datasets = self.word_list("datasets", self.get("datasets", " ".join(BENCHMARK)), known,
+                                           "one of: " + " ".join(KNOWN_DATASETS))
         self.targets = self.word_list("targets", self.get("targets", " ".join(DG_TARGETS)),
                                       "|".join(DG_TARGETS), "one of: " + " ".join(DG_TARGETS))
         self.shots = [int(s) for s in self.word_list("shots", self.get("shots", " ".join(map(str, ALL_SHOTS))),
@@ -779,15 +784,23 @@ def compare_taskres_dg(p, method, target):
 #   source: <OUTPUT>/<Dataset,Dataset,...>/MVLPT/<KIND>/<cfg>[_<tag>]_<K>shots/nctx<N>_cscFalse_ctpmiddle/seed<S>
 #   target: <OUTPUT>/<Dataset>/MVLPT/<KIND>/<cfg>[_<tag>]_<K>shots/nctx<N>_cscFalse_ctpmiddle_init-<src>/seed<S>
 #   <src> = "scratch" or "src" + 8 hex digits of the source folder's path below OUTPUT.
+# The ELEVATER workflows (tasks named as ELEVATER names them, read by the Elevater dataset, no --dataset-coop):
+#   source: <OUTPUT>/ELEVATER[-<8 hex of the task list>]/MVLPT/<KIND>/<cfg>[_<tag>]_<K>shots/nctx<N>_cscFalse_ctpmiddle/
+#           seed<S> (no suffix for the default task list: 19 names do not fit in one folder name)
+#   target: <OUTPUT>/<elevater name>/MVLPT/<KIND>/..._init-<src>/seed<S>, as the CoOp-data targets
 
-def _mvlpt_common(o, n_args, script, what):
+def _mvlpt_common(o, n_args, script, what, elevater=False):
+    """Checks of TRAINER CFG NCTX SHOTS (the ELEVATER scripts also take the "elevater_kinds") -> the pieces."""
     if len(o.positional) != n_args:
         o.die(f"{script} takes {n_args} arguments ({what}), got {len(o.positional)}: run with --help")
     p = Planner(o)
     mv = p.method("MVLPT").protocol.extra
     kind, cfg, nctx, shots = o.positional[:4]
-    if kind not in mv["kinds"]:
-        o.die(f"TRAINER '{kind}' is not one of CoOp, VPT, UPT (MCoOp, MVPT, MUPT)")
+    if kind in mv["elevater_kinds"] and not elevater:
+        o.die(f"TRAINER '{kind}' is only taken by the ELEVATER scripts (main_*_elevater_cut.sh), as in the original")
+    if kind not in mv["kinds"] and kind not in mv["elevater_kinds"]:
+        more, more_names = (", COCOOP", ", CoCoOp") if elevater else ("", "")
+        o.die(f"TRAINER '{kind}' is not one of CoOp, VPT, UPT{more} (MCoOp, MVPT, MUPT{more_names})")
     if not os.path.isfile(os.path.join(ROOT, f"configs/trainers/MVLPT/{cfg}.yaml")):
         o.die(f"CFG '{cfg}' is not a file in configs/trainers/MVLPT/ (e.g. vit_b16)")
     if not re.fullmatch(r"[1-9][0-9]*", nctx):
@@ -795,9 +808,12 @@ def _mvlpt_common(o, n_args, script, what):
     if not re.fullmatch(r"[1-9][0-9]*", shots):
         o.die(f"SHOTS '{shots}' is not a positive whole number")
     for key in o.extra_opts[::2]:
-        if key in ("TRAINER.MVLPT.VPT.N_CTX", "TRAINER.MVLPT.COOP.N_CTX"):
+        if key in ("TRAINER.MVLPT.VPT.N_CTX", "TRAINER.MVLPT.COOP.N_CTX", "TRAINER.MVLPT.COCOOP.N_CTX"):
             o.die(f"pass NCTX instead of {key} after --, so the output folder names it")
-    opts = list(mv["common_opts"]) + [v.format(nctx=nctx) for v in mv["kinds"][kind]]
+    if kind in mv["kinds"]:
+        opts = list(mv["common_opts"]) + [v.format(nctx=nctx) for v in mv["kinds"][kind]]
+    else:  # an ELEVATER-only kind: its opts in full, as the original passes them
+        opts = [v.format(nctx=nctx) for v in mv["elevater_kinds"][kind]]
     backbone = ["--backbone", o.backbone] if o.backbone else []
     tag = f"_{backbone_tag(o.backbone)}" if o.backbone else ""
     return p, mv, kind, cfg, nctx, shots, opts, backbone, tag
@@ -806,6 +822,28 @@ def _mvlpt_common(o, n_args, script, what):
 def class_list(datasets):
     """"imagenet dtd" -> "ImageNet,DescribableTextures" (MVLPT's --dataset with --dataset-coop)."""
     return ",".join(dataset_class(d) for d in datasets)
+
+
+def elevater_sources(mv):
+    """The ELEVATER source run's default tasks: the original's list, in its order, less the refused ones."""
+    return [name for name in mv["elevater"] if name not in mv["elevater_refused"]]
+
+
+def elevater_names(o, mv, what, names):
+    """``names`` when each is an ELEVATER dataset the Elevater class reads; else one sentence naming ``what``."""
+    for name in names:
+        if name in mv["elevater_refused"]:
+            o.die(f"{what} '{name}' {mv['elevater_refused'][name]}")
+        if name not in mv["elevater"]:
+            o.die(f"{what} '{name}' is not an ELEVATER dataset (one of: {' '.join(elevater_sources(mv))})")
+    return list(names)
+
+
+def elevater_folder(mv, tasks):
+    """The ELEVATER source folder's first part for a task list (its order is part of the run's identity)."""
+    if list(tasks) == elevater_sources(mv):
+        return "ELEVATER"
+    return "ELEVATER-" + hashlib.sha1(",".join(tasks).encode()).hexdigest()[:8]
 
 
 def plan_mvlpt_mt(o):
@@ -817,15 +855,73 @@ def plan_mvlpt_mt(o):
                             ["--multi-task", *backbone, *opts])
 
 
-def _mvlpt_seed_runs(p, label, run, cfg, dataset, shots, rest):
-    """One MVLPT run per seed into <run>/seed<S>; ``rest``: the flags and opts after --dataset-coop."""
+def plan_mvlpt_mt_elevater(o):
+    p, mv, kind, cfg, nctx, shots, opts, backbone, tag = _mvlpt_common(
+        o, 4, "main_mt_elevater_cut.sh", "TRAINER CFG NCTX SHOTS", elevater=True)
+    if "datasets" in o.values and not o.datasets:
+        o.die("--datasets needs at least one value")
+    tasks = elevater_names(o, mv, "--datasets", o.datasets if "datasets" in o.values else elevater_sources(mv))
+    run = (f"{o.output}/{elevater_folder(mv, tasks)}/MVLPT/{kind}/{cfg}{tag}_{shots}shots/"
+           f"{mv['setting'].format(nctx=nctx)}")
+    return _mvlpt_seed_runs(p, f"MVLPT {kind} ELEVATER source {shots}-shot seed{{seed}}", run, cfg, ",".join(tasks),
+                            shots, ["--multi-task", *backbone, *opts], coop=False)
+
+
+def _mvlpt_seed_runs(p, label, run, cfg, dataset, shots, rest, coop=True):
+    """One MVLPT run per seed into <run>/seed<S>; ``rest``: the flags and opts after --shots (and --dataset-coop,
+    which names CoOp's datasets; without it ``dataset`` holds ELEVATER names)."""
     for seed in p.o.seeds:
         out = f"{run}/seed{seed}"
         p.add(f"{label.replace('{seed}', str(seed))} -> {out}",
               [p.o.python, "train.py", "--root", p.o.data, "--seed", seed, "--trainer", "MVLPT", *p.trainer_flags,
                "--config-file", f"configs/trainers/MVLPT/{cfg}.yaml", "--output-dir", out, "--dataset", dataset,
-               "--shots", shots, "--dataset-coop", *rest, *p.extra_for("MVLPT")], out)
+               "--shots", shots, *(["--dataset-coop"] if coop else []), *rest, *p.extra_for("MVLPT")], out)
     return p.runs
+
+
+def _mvlpt_source_shots(o):
+    source_shots = o.get("source-shots")
+    if source_shots and not re.fullmatch(r"[1-9][0-9]*", source_shots):
+        o.die(f"--source-shots '{source_shots}' is not a positive whole number")
+    if o.scratch and o.get("model-dir"):
+        o.die("--scratch and --model-dir exclude each other")
+    return source_shots
+
+
+def _mvlpt_init(o, mv, kind, cfg, nctx, shots, tag, scratch, sources, first):
+    """(--model-dir flags, <src> of the target's folder, the source folder or "") of a target run.
+    ``sources``: the default source folder's first part; ``first``: what makes the source prompt."""
+    if scratch:
+        return [], "scratch", ""
+    model_dir = o.get("model-dir")
+    if model_dir:
+        model_dir = os.path.abspath(model_dir)
+    else:
+        model_dir = (f"{o.output}/{sources}/MVLPT/{kind}/{cfg}{tag}_{o.get('source-shots') or shots}shots/"
+                     f"{mv['setting'].format(nctx=nctx)}")
+        model_dir = os.path.join(ROOT, model_dir) if not model_dir.startswith("/") else model_dir
+    prompt = f"{model_dir}/prompt_learner/model-best.pth.tar"
+    if not os.path.isfile(prompt) and not o.dry_run:
+        o.die(f"no source prompt at {prompt}: run {first} and scripts/mvlpt/avg_ckpt.py first, "
+              "or pass --model-dir DIR or --scratch")
+    # named by the source's path below OUTPUT when it lies there, so a moved OUTPUT keeps its names
+    out_abs = os.path.join(ROOT, o.output)  # OUTPUT is absolute, or relative to the repository root
+    below = model_dir[len(out_abs) + 1:] if model_dir.startswith(out_abs + "/") else model_dir
+    return ["--model-dir", model_dir], "src" + hashlib.sha1(below.encode()).hexdigest()[:8], model_dir
+
+
+def _mvlpt_target_runs(p, mv, kind, cfg, nctx, shots, tag, target, init, src, model_dir, rest, coop=True):
+    run = f"{p.o.output}/{target}/MVLPT/{kind}/{cfg}{tag}_{shots}shots/{mv['setting'].format(nctx=nctx)}_init-{src}"
+    return _mvlpt_seed_runs(p, f"MVLPT {kind} target {target} {shots}-shot seed{{seed}} (init: "
+                               f"{model_dir or 'scratch'})", run, cfg, target, shots, [*init, *rest], coop=coop)
+
+
+def coop_sources(o, mv):
+    """--sources (CoOp dataset config names), else the original's 11, as the source folder names them."""
+    known = "|".join(map(re.escape, KNOWN_DATASETS))
+    given = o.get("sources")
+    names = o.word_list("sources", given, known, "one of: " + " ".join(KNOWN_DATASETS)) if given else mv["sources"]
+    return class_list(names)
 
 
 def plan_mvlpt_single(o):
@@ -833,34 +929,31 @@ def plan_mvlpt_single(o):
         o, 5, "main_single_coopdata_cut.sh", "TRAINER CFG NCTX SHOTS DATASET")
     dataset = o.positional[4]
     o.word_list("dataset", dataset, "|".join(KNOWN_DATASETS), "one of: " + " ".join(KNOWN_DATASETS))
-    source_shots = o.get("source-shots")
-    if source_shots and not re.fullmatch(r"[1-9][0-9]*", source_shots):
-        o.die(f"--source-shots '{source_shots}' is not a positive whole number")
-    model_dir = o.get("model-dir")
-    if o.scratch and model_dir:
-        o.die("--scratch and --model-dir exclude each other")
-    target = dataset_class(dataset)
-    init, src = [], "scratch"
-    if not o.scratch:
-        if model_dir:
-            model_dir = os.path.abspath(model_dir)
-        else:
-            sources = class_list(o.get("sources").split() if o.get("sources") else mv["sources"])
-            model_dir = (f"{o.output}/{sources}/MVLPT/{kind}/{cfg}{tag}_{source_shots or shots}shots/"
-                         f"{mv['setting'].format(nctx=nctx)}")
-            model_dir = os.path.join(ROOT, model_dir) if not model_dir.startswith("/") else model_dir
-        prompt = f"{model_dir}/prompt_learner/model-best.pth.tar"
-        if not os.path.isfile(prompt) and not o.dry_run:
-            o.die(f"no source prompt at {prompt}: run main_mt_coopdata_cut.sh and scripts/mvlpt/avg_ckpt.py first, "
-                  "or pass --model-dir DIR or --scratch")
-        init = ["--model-dir", model_dir]
-        # named by the source's path below OUTPUT when it lies there, so a moved OUTPUT keeps its names
-        out_abs = os.path.join(ROOT, o.output)  # OUTPUT is absolute, or relative to the repository root
-        below = model_dir[len(out_abs) + 1:] if model_dir.startswith(out_abs + "/") else model_dir
-        src = "src" + hashlib.sha1(below.encode()).hexdigest()[:8]
-    run = f"{o.output}/{target}/MVLPT/{kind}/{cfg}{tag}_{shots}shots/{mv['setting'].format(nctx=nctx)}_init-{src}"
-    return _mvlpt_seed_runs(p, f"MVLPT {kind} target {target} {shots}-shot seed{{seed}} (init: "
-                               f"{model_dir or 'scratch'})", run, cfg, target, shots, [*init, *backbone, *opts])
+    _mvlpt_source_shots(o)
+    init, src, model_dir = _mvlpt_init(o, mv, kind, cfg, nctx, shots, tag, o.scratch,
+                                       None if o.scratch or o.get("model-dir") else coop_sources(o, mv),
+                                       "main_mt_coopdata_cut.sh")
+    return _mvlpt_target_runs(p, mv, kind, cfg, nctx, shots, tag, dataset_class(dataset), init, src, model_dir,
+                              [*backbone, *opts])
+
+
+def plan_mvlpt_single_elevater(o):
+    p, mv, kind, cfg, nctx, shots, opts, backbone, tag = _mvlpt_common(
+        o, 5, "main_single_elevater_cut.sh", "TRAINER CFG NCTX SHOTS DATASET", elevater=True)
+    [target] = elevater_names(o, mv, "DATASET", [o.positional[4]])
+    elevater = elevater_names(o, mv, "--elevater-sources", o.get("elevater-sources").split())
+    _mvlpt_source_shots(o)
+    if o.get("sources") and elevater:
+        o.die("--sources and --elevater-sources exclude each other")
+    # as the original: the prompt starts from the CoOp-data source run (main_mt_coopdata_cut.sh), COCOOP's
+    # (no such run) from scratch
+    scratch = o.scratch or (kind in mv["elevater_kinds"] and not o.get("model-dir"))
+    sources = None
+    if not scratch and not o.get("model-dir"):
+        sources = elevater_folder(mv, elevater) if elevater else coop_sources(o, mv)
+    init, src, model_dir = _mvlpt_init(o, mv, kind, cfg, nctx, shots, tag, scratch, sources, "the source script")
+    return _mvlpt_target_runs(p, mv, kind, cfg, nctx, shots, tag, target, init, src, model_dir,
+                              [*backbone, *opts], coop=False)
 
 
 PARALLEL = "jobs gpus submit submit-opts dry-run"
@@ -885,7 +978,13 @@ WORKFLOWS = {
                  plan_mvlpt_mt),
     "mvlpt_single": ("scripts/mvlpt/main_single_coopdata_cut.sh", "seeds backbone root output dry-run sources "
                      "source-shots model-dir scratch trainer-dir", plan_mvlpt_single),
+    "mvlpt_mt_elevater": ("scripts/mvlpt/main_mt_elevater_cut.sh", "seeds datasets backbone root output dry-run "
+                          "trainer-dir", plan_mvlpt_mt_elevater),
+    "mvlpt_single_elevater": ("scripts/mvlpt/main_single_elevater_cut.sh", "seeds backbone root output dry-run "
+                              "sources elevater-sources source-shots model-dir scratch trainer-dir",
+                              plan_mvlpt_single_elevater),
 }
+OWN_DATASETS = {"mvlpt_mt_elevater"}  # workflows whose --datasets are ELEVATER names, checked by their planner
 
 
 def usage(name):
@@ -900,7 +999,7 @@ def plan(name, argv, env=None):
     if name == "dg" and not any(a in ("--shots",) or a.startswith("--shots=") for a in
                                 (argv[:argv.index("--")] if "--" in argv else argv)):
         argv = ["--shots", str(DG_SHOTS), *argv]  # the DG source is the 16-shot run unless --shots says otherwise
-    opts = Options(script, allowed, argv, usage(name), env)
+    opts = Options(script, allowed, argv, usage(name), env, own_datasets=name in OWN_DATASETS)
     load_trainers(opts.trainer_dirs)
     return opts, planner(opts)
 

@@ -79,6 +79,8 @@ def test_target_folders_name_their_source(tmp_path):
      "pass NCTX instead of TRAINER.MVLPT.COOP.N_CTX after --"),
     (SINGLE, ("CoOp", "vit_b16", 16, 5, "eurosat", "--seeds", 1),
      "no source prompt at"),
+    (SINGLE, ("CoOp", "vit_b16", 16, 5, "eurosat", "--sources", "dtd EuroSAT", "--dry-run"),
+     "--sources: 'EuroSAT' is not valid"),
 ])
 def test_bad_arguments_are_one_sentence(tmp_path, script, args, message):
     proc = run_script(script, *args, env={"DATA": str(tmp_path), "OUTPUT": str(tmp_path), "PYTHON": "false"})
@@ -181,6 +183,9 @@ def test_elevater_target_commands(tmp_path):
     (SINGLE_ELEVATER, ("CoOp", "vit_b16", 4, 5, "EuroSAT", "--scratch"), "DATASET 'EuroSAT' is not an ELEVATER"),
     (MT, ("COCOOP", "vit_b16", 4, 5), "TRAINER 'COCOOP' is only taken by the ELEVATER scripts"),
     (MT_ELEVATER, ("CoOp", "vit_b16", 4, 5, "--", "TRAINER.MVLPT.COCOOP.N_CTX", 8), "pass NCTX instead of"),
+    (MT_ELEVATER, ("CoOp", "vit_b16", 4, 5, "--datasets", " "), "--datasets needs at least one value"),
+    (SINGLE_ELEVATER, ("COCOOP", "vit_b16", 4, 5, "dtd", "--sources", "eurosat", "--elevater-sources", "dtd"),
+     "--sources and --elevater-sources exclude each other"),
 ])
 def test_elevater_bad_arguments_are_one_sentence(tmp_path, script, args, message):
     proc = run_script(script, *args, env={"DATA": str(tmp_path), "OUTPUT": str(tmp_path), "PYTHON": "false"})

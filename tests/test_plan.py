@@ -79,6 +79,26 @@ def test_planner_plans_what_the_bash_workflows_ran(case, monkeypatch):
         assert g == w, f"run {i}:\n got {shlex.join(g)}\nwant {shlex.join(w)}"
 
 
+# The ELEVATER workflows, written in bash after 63626ec: their dry-run commands at 51636f0 (the last commit
+# where those scripts ran on their own bash helpers), captured with ENV from an untouched checkout.
+ELEVATER = json.load(open(os.path.join(DATA, "dryrun_elevater_51636f0.json")))
+
+
+def elevater_deliberate(argv):
+    """As ``deliberate``, but the COCOOP kind keeps the original's three opts (no TEST.ALLOW_VAL_IS_TEST: an
+    ELEVATER task's val split comes from its train sample, and COCOOP runs only on ELEVATER tasks)."""
+    return list(argv) if "TRAINER.MVLPT.COCOOP.N_CTX" in argv else deliberate(argv)
+
+
+@pytest.mark.parametrize("case", ELEVATER["cases"], ids=[c[0] for c in ELEVATER["cases"]])
+def test_planner_plans_what_the_bash_elevater_workflows_ran(case, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("TASKRES_TRAINER_DIRS", raising=False)
+    want = [elevater_deliberate(shlex.split(line)) for line in ELEVATER["baseline"][case[0]]]
+    got = planned(case)
+    assert got == want, "\n".join(f"got  {shlex.join(g)}\nwant {shlex.join(w)}" for g, w in zip(got, want) if g != w)
+
+
 def test_bash_entry_point_prints_the_planned_commands(tmp_path):
     case = next(c for c in CASES if c[0] == "compare_root_flag")
     env = {k: v for k, v in os.environ.items() if k not in ("DATA", "OUTPUT", "STRONG_BASE", "PYTHON",

@@ -378,8 +378,8 @@ class MVLPT(PromptTrainer):
     """Multitask prompt tuning; see the module docstring."""
 
     # Its own workflows (scripts/mvlpt/*.sh), not compare.sh's grid: the original scripts' opts per
-    # prompt kind ({nctx}: the prompt length) and its 11 source datasets, in the order that sets the
-    # tasks' label offsets (part of a source run's identity).
+    # prompt kind ({nctx}: the prompt length; common_opts go with every kind of "kinds") and its 11
+    # source datasets, in the order that sets the tasks' label offsets (part of a source run's identity).
     protocol = Protocol(
         # end_to_end stays False: MCoOp trains on cached features; MVPT and MUPT switch the cache off
         # themselves (their log says so), as they change the image encoder's forward
@@ -399,8 +399,25 @@ class MVLPT(PromptTrainer):
             "setting": "nctx{nctx}_cscFalse_ctpmiddle",
             "sources": ("imagenet", "caltech101", "food101", "stanford_cars", "oxford_pets", "oxford_flowers",
                         "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"),
+            # The ELEVATER workflows (main_{mt,single}_elevater_cut.sh): its 20 classification datasets
+            # as ELEVATER names them, in the order of the original main_mt_elevater_cut.sh (the source
+            # run's default tasks and label offsets, less the refused ones below).
+            "elevater": ("hateful-memes", "cifar-10", "mnist", "oxford-flower-102", "oxford-iiit-pets",
+                         "resisc45_clip", "country211", "food-101", "stanford-cars", "caltech-101", "dtd",
+                         "voc-2007-classification", "cifar-100", "fgvc-aircraft-2013b-variants102",
+                         "patch-camelyon", "rendered-sst2", "gtsrb", "eurosat_clip", "fer-2013", "kitti-distance"),
+            "elevater_refused": {"voc-2007-classification": "is multi-label (scored by 11-point mAP), which the "
+                                                            "trainers here do not train; leave it out"},
+            # Kinds only the ELEVATER scripts take, with their opts in full: the original's COCOOP branch
+            # passes none of common_opts. No TEST.ALLOW_VAL_IS_TEST: an ELEVATER task's val split is carved
+            # from its few-shot train sample, never its test split.
+            "elevater_kinds": {
+                "COCOOP": ("TRAINER.MVLPT.COCOOP.N_CTX", "{nctx}", "TEST.NO_TEST", "False",
+                           "TEST.FINAL_MODEL", "best_val"),
+            },
         },
-        source="sIncerass/MVLPT scripts/mvlpt/main_mt_coopdata_cut.sh, main_single_coopdata_cut.sh")
+        source="sIncerass/MVLPT scripts/mvlpt/main_mt_coopdata_cut.sh, main_single_coopdata_cut.sh, "
+               "main_mt_elevater_cut.sh, main_single_elevater_cut.sh")
 
     def __init__(self, cfg):
         super().__init__(cfg)
