@@ -598,6 +598,12 @@ for _ in $(seq 600); do sleep 0.1; done
 """
 
 
+def _default_sigint():
+    """A sweep started from a process that ignores SIGINT (pytest run as a background job) would
+    inherit the ignore, and bash cannot trap a signal ignored on entry: give it the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sweep(tmp_path, mode="", *options):
     fake = tmp_path / "fake_python"
     fake.write_text(SIGNAL_PYTHON)
@@ -608,7 +614,7 @@ def start_sweep(tmp_path, mode="", *options):
                FAKE_MODE=mode)
     proc = subprocess.Popen(["bash", os.path.join(ROOT, "train_regular.sh"), "--datasets", "dtd", "--shots", "1",
                              "--seeds", "1 2 3", *options], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
     return proc
 
 
