@@ -43,7 +43,7 @@ from engine.metrics import compute_accuracy
 from engine.protocol import Protocol
 from engine.utils.checkpoint import load_checkpoint
 
-from .clip_trainer import FrozenCLIPTrainer, PRECISIONS
+from .clip_trainer import PRECISIONS, ClassTextOncePerTest, FrozenCLIPTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class CustomCLIP(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class CLIP_LoRA(FrozenCLIPTrainer):
+class CLIP_LoRA(ClassTextOncePerTest, FrozenCLIPTrainer):
     """LoRA in CLIP's attention, end to end; see the module docstring."""
 
     protocol = Protocol(
@@ -374,18 +374,6 @@ class CLIP_LoRA(FrozenCLIPTrainer):
         logger.info("LoRA weights in the original's format: %s", os.path.join(self.output_dir, EXPORT_FILE))
         super().after_train()
 
-    @torch.no_grad()
-    def test(self, split=None):
-        self._eval_text = None  # the weights do not change during a test: encode the classes once
-        try:
-            return super().test(split)
-        finally:
-            self._eval_text = None
-
-    def model_inference(self, inputs):
-        if self._eval_text is None:
-            self._eval_text = self.model.text_features()
-        return self.model(inputs, self._eval_text)
 
     def load_model(self, directory, epoch=None):
         """Our checkpoint (``<dir>/lora/``), or the original's ``lora_weights.pt`` (the file, or a folder holding it)."""

@@ -59,6 +59,27 @@ def encode_if_images(encode, inputs):
     return inputs if inputs.dim() == 2 else encode(inputs)
 
 
+class ClassTextOncePerTest:
+    """Mixin for trainers whose model is ``model(inputs, text_features)`` with trainable text features
+    (CoOp, PromptSRC, CLIP-LoRA): nothing changes during a test, so the classes are encoded once per
+    ``test()`` instead of once per batch. Put it before the trainer base class."""
+
+    _eval_text = None
+
+    @torch.no_grad()
+    def test(self, split=None):
+        self._eval_text = None
+        try:
+            return super().test(split)
+        finally:
+            self._eval_text = None
+
+    def model_inference(self, inputs):
+        if self._eval_text is None:
+            self._eval_text = self.model.text_features()
+        return self.model(inputs, self._eval_text)
+
+
 class CosineClassifier(nn.Module):
     """A fixed text classifier: ``forward(image_features)`` = cosine_logits with CLIP's scale."""
 

@@ -33,7 +33,7 @@ from engine.optim import build_lr_scheduler, build_optimizer
 from engine.protocol import Protocol, Variant, coop_schedule
 from engine.utils.checkpoint import load_checkpoint
 
-from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
+from .clip_trainer import PRECISIONS, ClassTextOncePerTest, FrozenCLIPTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class PromptTrainer(FrozenCLIPTrainer):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(PromptTrainer):
+class CoOp(ClassTextOncePerTest, PromptTrainer):
     """Context Optimization; see the module docstring."""
 
     # The comparison runs the README's main setting: 16 context tokens, one unified context, the
@@ -380,16 +380,3 @@ class CoOp(PromptTrainer):
                                 csc=c.CSC, class_token_position=c.CLASS_TOKEN_POSITION)
         return CustomCLIP(clip_model, learner)
 
-    @torch.no_grad()
-    def test(self, split=None):
-        # The prompts do not change during a test: encode the classes once, not once per batch.
-        self._eval_text = None
-        try:
-            return super().test(split)
-        finally:
-            self._eval_text = None
-
-    def model_inference(self, inputs):
-        if self._eval_text is None:
-            self._eval_text = self.model.text_features()
-        return self.model(inputs, self._eval_text)

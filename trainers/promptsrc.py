@@ -45,7 +45,7 @@ from engine.metrics import compute_accuracy
 from engine.protocol import Protocol
 from engine.utils.checkpoint import load_pretrained_weights
 
-from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
+from .clip_trainer import PRECISIONS, ClassTextOncePerTest, FrozenCLIPTrainer
 from .coop import TextEncoder, check_image_size, class_prompt_embeddings
 from .deep_prompts import initial_context, prompted_text, prompted_vit
 from .maple import FROZEN_PREFIXES, adapt_checkpoint
@@ -267,7 +267,7 @@ def template_features(clip_model, classnames):
 
 
 @TRAINER_REGISTRY.register()
-class PromptSRC(FrozenCLIPTrainer):
+class PromptSRC(ClassTextOncePerTest, FrozenCLIPTrainer):
     """Self-regulated deep prompts with GPA, end to end; see the module docstring."""
 
     protocol = Protocol(
@@ -345,18 +345,6 @@ class PromptSRC(FrozenCLIPTrainer):
         summary.update({k: v.item() for k, v in terms.items()})
         return summary
 
-    @torch.no_grad()
-    def test(self, split=None):
-        self._eval_text = None  # the prompts do not change during a test: encode the classes once
-        try:
-            return super().test(split)
-        finally:
-            self._eval_text = None
-
-    def model_inference(self, inputs):
-        if self._eval_text is None:
-            self._eval_text = self.model.text_features()
-        return self.model(inputs, self._eval_text)
 
     def adapt_state_dict(self, name, state_dict):
         return adapt_checkpoint(self._models[name], state_dict, f"of {name}", method="PromptSRC",
