@@ -110,3 +110,12 @@ def copy_run(src, dst):
         text = f.read().replace(str(src), str(dst))
     with open(path, "w") as f:
         f.write(text)
+
+
+def default_sigint():
+    """preexec_fn for a child that must see Ctrl-C: a process started from one that ignores SIGINT (a
+    test run as a background job, `nohup ... &`) inherits the ignore, Python then installs no
+    KeyboardInterrupt handler and bash cannot trap it; the child gets the terminal's default."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from helpers import default_sigint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = ["stanford_cars", "oxford_flowers", "caltech101", "dtd", "fgvc_aircraft", "oxford_pets",
              "food101", "ucf101", "eurosat", "sun397", "imagenet"]
@@ -598,12 +600,6 @@ for _ in $(seq 600); do sleep 0.1; done
 """
 
 
-def _default_sigint():
-    """A sweep started from a process that ignores SIGINT (pytest run as a background job) would
-    inherit the ignore, and bash cannot trap a signal ignored on entry: give it the terminal's default."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start_sweep(tmp_path, mode="", *options):
     fake = tmp_path / "fake_python"
     fake.write_text(SIGNAL_PYTHON)
@@ -614,7 +610,7 @@ def start_sweep(tmp_path, mode="", *options):
                FAKE_MODE=mode)
     proc = subprocess.Popen(["bash", os.path.join(ROOT, "train_regular.sh"), "--datasets", "dtd", "--shots", "1",
                              "--seeds", "1 2 3", *options], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
     return proc
 
 

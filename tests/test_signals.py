@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, accuracies, make_image_folder, run_train, tiny_clip, write_tiny_config
+from helpers import ROOT, accuracies, default_sigint, make_image_folder, run_train, tiny_clip, write_tiny_config
 
 EPOCHS = 4  # 4 shots x 3 classes, batch 4: three steps per epoch
 
@@ -74,7 +74,8 @@ def test_a_signal_mid_epoch_leaves_a_checkpoint_and_the_run_resumes_to_the_same_
     folder.mkdir()
     argv = [str(a) for a in args(assets["data"], assets["cfg"], out)]
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT), str(folder), *argv], cwd=ROOT,
-                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
     try:
         deadline = time.time() + 120
         while not (folder / "ready").exists():
