@@ -353,19 +353,12 @@ class CLIP_LoRA(ClassTextOncePerTest, FrozenCLIPTrainer):
 
     def forward_backward(self, batch):
         images, label = self.parse_batch_train(batch)
-        if self.prec == "amp":
-            with torch.autocast(self.device.type, dtype=torch.float16):
-                output = self.model(images)
-                loss = F.cross_entropy(output, label)
-            self.optim.zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
+
+        def loss_fn():  # under amp, autocast computes cross-entropy in fp32 whatever the logits' dtype
             output = self.model(images)
-            loss = F.cross_entropy(output.float(), label)
-            self.model_backward_and_update(loss)
+            return F.cross_entropy(output.float(), label), output
+
+        loss, output = self.optimise(loss_fn)
         self.sched.step()  # the original: every iteration
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 

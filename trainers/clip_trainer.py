@@ -304,9 +304,16 @@ class FrozenCLIPTrainer(TrainerX):
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
 
     def step(self, loss_fn):
-        """One optimisation step of ``loss_fn() -> (loss, output)`` in this trainer's precision
-        (amp: autocast + GradScaler), then Dassl's LR convention: the scheduler steps at the
-        epoch's last batch. Returns (loss, output)."""
+        """One optimisation step of ``loss_fn() -> (loss, output)`` (``optimise``), then Dassl's LR
+        convention: the scheduler steps at the epoch's last batch. Returns (loss, output)."""
+        loss, output = self.optimise(loss_fn)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return loss, output
+
+    def optimise(self, loss_fn):
+        """The optimiser step of ``loss_fn() -> (loss, output)`` in this trainer's precision (amp:
+        autocast + GradScaler), no LR step (a method with its own schedule steps it). Returns (loss, output)."""
         if self.prec == "amp":
             with torch.autocast(self.device.type):
                 loss, output = loss_fn()
@@ -318,8 +325,6 @@ class FrozenCLIPTrainer(TrainerX):
         else:
             loss, output = loss_fn()
             self.model_backward_and_update(loss)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
         return loss, output
 
     def swap_loaders(self):
