@@ -103,3 +103,13 @@ def initial_context(clip_model, n_ctx, ctx_init, dtype):
     ctx = torch.empty(n_ctx, clip_model.ln_final.weight.shape[0], dtype=dtype)
     nn.init.normal_(ctx, std=0.02)
     return ctx, " ".join(["X"] * n_ctx)
+
+
+def require_vit(method, cfg, clip_model):
+    """A method that prompts the ViT's layers refuses another image encoder in one sentence."""
+    from clip.model import VisionTransformer
+    from engine.errors import ConfigError
+
+    if not isinstance(clip_model.visual, VisionTransformer):
+        raise ConfigError(f"{method} prompts the layers of a ViT, but {cfg.MODEL.BACKBONE.NAME} has a "
+                          f"{type(clip_model.visual).__name__} image encoder; use a ViT-* backbone.")

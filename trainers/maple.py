@@ -31,7 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip.model import VisionTransformer
 from engine import TRAINER_REGISTRY
 from engine.errors import CheckpointError, ConfigError
 from engine.metrics import compute_accuracy
@@ -40,7 +39,7 @@ from engine.utils.checkpoint import load_pretrained_weights
 
 from .clip_trainer import PRECISIONS, FrozenCLIPTrainer
 from .coop import TextEncoder, check_image_size, class_prompt_embeddings
-from .deep_prompts import initial_context, prompted_text, prompted_vit
+from .deep_prompts import initial_context, prompted_text, prompted_vit, require_vit
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +214,7 @@ class MaPLe(FrozenCLIPTrainer):
     def build_model(self):
         cfg, m = self.cfg, self.cfg.TRAINER.MAPLE
         clip_model = self.load_clip()
-        if not isinstance(clip_model.visual, VisionTransformer):
-            raise ConfigError(f"MaPLe prompts the layers of a ViT, but {cfg.MODEL.BACKBONE.NAME} has a "
-                              f"{type(clip_model.visual).__name__} image encoder; use a ViT-* backbone.")
+        require_vit("MaPLe", cfg, clip_model)
         check_image_size(cfg, clip_model)
         self.configure_input()
         layers = min(len(clip_model.visual.transformer.resblocks), len(clip_model.transformer.resblocks))

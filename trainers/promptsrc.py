@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 import clip
-from clip.model import VisionTransformer
 from engine import TRAINER_REGISTRY
 from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
@@ -47,7 +46,7 @@ from engine.utils.checkpoint import load_pretrained_weights
 
 from .clip_trainer import PRECISIONS, ClassTextOncePerTest, FrozenCLIPTrainer
 from .coop import TextEncoder, check_image_size, class_prompt_embeddings
-from .deep_prompts import initial_context, prompted_text, prompted_vit
+from .deep_prompts import initial_context, prompted_text, prompted_vit, require_vit
 from .maple import FROZEN_PREFIXES, adapt_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -293,9 +292,7 @@ class PromptSRC(ClassTextOncePerTest, FrozenCLIPTrainer):
     def build_model(self):
         cfg, p = self.cfg, self.cfg.TRAINER.PROMPTSRC
         clip_model = self.load_clip()
-        if not isinstance(clip_model.visual, VisionTransformer):
-            raise ConfigError(f"PromptSRC prompts the layers of a ViT, but {cfg.MODEL.BACKBONE.NAME} has a "
-                              f"{type(clip_model.visual).__name__} image encoder; use a ViT-* backbone.")
+        require_vit("PromptSRC", cfg, clip_model)
         check_image_size(cfg, clip_model)
         self.configure_input()
         for key, tower in (("PROMPT_DEPTH_VISION", clip_model.visual.transformer), ("PROMPT_DEPTH_TEXT",
