@@ -124,6 +124,29 @@ def reads_trainer_key(name, cls, key, owners, own_group=None, value=None):
     return any(k == f"TRAINER.{key}" or k.startswith(f"TRAINER.{key}.") for k in getattr(cls, "reads_keys", ()))
 
 
+def drop_unread_trainer_keys(args, trainer, registry, owners=None):
+    """``args`` (train.py flags and ``KEY VALUE`` opts) without the ``TRAINER.<key> VALUE`` pairs that
+    ``trainer`` does not read: opts meant for every run of a sweep or the demo reach each trainer's
+    runs only where they mean something (``check_trainer_keys`` refuses them elsewhere).
+    ``owners``: ``trainer_defaults(registry)[1]``, when the caller keeps it across calls."""
+    if trainer not in registry:
+        return list(args)
+    cls = registry.get(trainer)
+    if owners is None:
+        owners = trainer_defaults(registry)[1]
+    kept, i = [], 0
+    while i < len(args):
+        item = str(args[i])
+        if item.startswith("TRAINER.") and i + 1 < len(args):
+            key = item.split(".")[1]
+            if key != "NAME" and not reads_trainer_key(trainer, cls, key, owners):
+                i += 2
+                continue
+        kept.append(args[i])
+        i += 1
+    return kept
+
+
 def _changed_leaves(node, default, prefix):
     for key, value in node.items():
         ref = default.get(key) if isinstance(default, CfgNode) else None

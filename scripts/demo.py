@@ -216,21 +216,9 @@ def own_opts(args, trainer):
     """``args`` without the ``TRAINER.<group>.KEY VALUE`` pairs that ``trainer`` does not read: the extra
     opts reach every method, and train.py refuses another trainer's key (it would be ignored)."""
     from engine import TRAINER_REGISTRY
-    from engine.checks import reads_trainer_key, trainer_defaults
+    from engine.checks import drop_unread_trainer_keys
 
-    cls = TRAINER_REGISTRY.get(trainer)
-    _, owners = trainer_defaults(TRAINER_REGISTRY)
-    kept, i = [], 0
-    while i < len(args):
-        item = str(args[i])
-        if item.startswith("TRAINER.") and i + 1 < len(args):
-            key = item.split(".")[1]
-            if key != "NAME" and not reads_trainer_key(trainer, cls, key, owners):
-                i += 2
-                continue
-        kept.append(args[i])
-        i += 1
-    return kept
+    return drop_unread_trainer_keys(args, trainer, TRAINER_REGISTRY)
 
 
 def enhanced_base(shots, backbone, common, output):

@@ -371,20 +371,14 @@ class Planner:
         """The ``--`` opts for a run of ``trainer``: all of them but the ``TRAINER.<group>`` pairs it does not
         read (train.py refuses another trainer's key; e.g. TRAINER.TaskRes.* reaches no StrongBase run)."""
         from engine import TRAINER_REGISTRY  # noqa: PLC0415 - registered by load_trainers
-        from engine.checks import reads_trainer_key, trainer_defaults  # noqa: PLC0415
+        from engine.checks import drop_unread_trainer_keys, trainer_defaults  # noqa: PLC0415
 
         extra = self.o.extra_opts
-        if not any(key.startswith("TRAINER.") for key in extra[::2]) or trainer not in TRAINER_REGISTRY:
+        if not any(str(key).startswith("TRAINER.") for key in extra[::2]):
             return list(extra)
         if not hasattr(self, "_owners"):
             self._owners = trainer_defaults(TRAINER_REGISTRY)[1]
-        cls = TRAINER_REGISTRY.get(trainer)
-        kept = []
-        for key, value in zip(extra[::2], extra[1::2]):
-            group = key.split(".")[1] if key.startswith("TRAINER.") and key.count(".") >= 2 else None
-            if group is None or reads_trainer_key(trainer, cls, group, self._owners):
-                kept += [key, value]
-        return kept
+        return drop_unread_trainer_keys(extra, trainer, TRAINER_REGISTRY, self._owners)
 
     def add(self, label, argv, out_dir, stage=0, requires=(), writes=None):
         if finished(out_dir):
