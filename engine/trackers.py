@@ -84,6 +84,11 @@ class WandbTracker:
         if run_json and os.path.isfile(run_json):
             self.run.save(run_json, base_path=os.path.dirname(run_json), policy="now")
         self.run.finish(exit_code=0 if status == "finished" else 1)
+        # finish() returns before W&B's service process has written the offline log (`wandb sync` reads it):
+        # a busy machine caught the file holding only its header; teardown waits for the service to flush
+        import wandb
+
+        wandb.teardown()
 
 
 class Trackers:
